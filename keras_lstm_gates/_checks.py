@@ -1,0 +1,66 @@
+"""Argument checks shared by the cell, the layer and the tools around them.
+
+Each check raises a `ValueError` or `TypeError` whose message names the
+argument, what was given and what was expected, so that a user never has to
+read a TensorFlow trace to learn what they passed wrong.
+"""
+
+import numbers
+
+USE_GATES = ("projected", "classic")
+
+
+def check_units(units):
+    """Returns `units` as an int, or raises if it is not a positive int."""
+    if isinstance(units, bool) or not isinstance(units, numbers.Integral):
+        raise TypeError(
+            f"units must be a positive int, got {units!r} "
+            f"(of type {type(units).__name__})"
+        )
+    if units <= 0:
+        raise ValueError(f"units must be a positive int, got {units}")
+    return int(units)
+
+
+def check_use_gate(use_gate):
+    """Returns `use_gate`, or raises if it is not a known option."""
+    if use_gate not in USE_GATES:
+        raise ValueError(
+            f"use_gate must be one of {USE_GATES}, got {use_gate!r}"
+        )
+    return use_gate
+
+
+def check_rate(name, rate):
+    """Returns a dropout rate as a float, or raises if not in [0, 1)."""
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(
+            f"{name} must be a float in [0, 1), got {rate!r} "
+            f"(of type {type(rate).__name__})"
+        )
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be a float in [0, 1), got {rate}")
+    return float(rate)
+
+
+def check_sequence_shape(layer_name, shape, features=None):
+    """Checks that `shape` is (batch, time, features).
+
+    Args:
+        layer_name: the name of the layer, for the message.
+        shape: the static shape of the inputs.
+        features: the feature size the layer was built with, or `None`
+            before it is built.
+    """
+    shape = tuple(shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"Layer '{layer_name}': inputs must have rank 3, "
+            f"(batch, time, features), got rank {len(shape)} "
+            f"with shape {shape}"
+        )
+    if features is not None and shape[-1] is not None and shape[-1] != features:
+        raise ValueError(
+            f"Layer '{layer_name}': inputs must have {features} features "
+            f"(the size it was built with), got shape {shape}"
+        )

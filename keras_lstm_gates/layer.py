@@ -1,0 +1,294 @@
+"""`FourGateLSTM`: the four-gate LSTM over a whole sequence."""
+
+import keras
+from keras import activations
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+from keras import tree
+
+# The loop `keras.layers.RNN` itself runs (masking, go_backwards, unroll) has
+# no public name; using it keeps our layer's loop identical to the base class.
+from keras.src import backend
+
+from keras_lstm_gates import _checks
+from keras_lstm_gates.cell import FourGateLSTMCell
+
+# Cell arguments that the layer takes and shows as read-only properties.
+_CELL_ARGUMENTS = (
+    "units",
+    "use_gate",
+    "activation",
+    "recurrent_activation",
+    "use_bias",
+    "kernel_initializer",
+    "recurrent_initializer",
+    "use_gate_initializer",
+    "bias_initializer",
+    "unit_forget_bias",
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+    "dropout",
+    "recurrent_dropout",
+)
+
+
+def _cell_property(name):
+    return property(
+        lambda self: getattr(self.cell, name),
+        doc=f"The cell's `{name}` (read-only).",
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_lstm_gates")
+class FourGateLSTM(keras.layers.RNN):
+    """The four-gate LSTM layer: Learn, Forget, Remember and Use gates.
+
+    Runs a `FourGateLSTMCell` over a sequence, as `keras.layers.LSTM` runs
+    `keras.layers.LSTMCell`; see the cell for the equations and the weights.
+    The layer projects the events of the whole sequence through `kernel` in
+    one matmul before the recurrent loop, so each step does one matmul on
+    `STM_{t-1}` (and one on `LTM_{t-1} * f_t` for the projected Use gate).
+    Its results equal `keras.layers.RNN(FourGateLSTMCell(...))` with the same
+    weights.
+
+    Args:
+        units: Positive int, the size of `STM` and `LTM`.
+        use_gate: `"projected"` (default) or `"classic"`; see
+            `FourGateLSTMCell`.
+        activation: Activation of `N_t` and `U_t`. Default: `"tanh"`.
+        recurrent_activation: Activation of `i_t`, `f_t` and `V_t`.
+            Default: `"sigmoid"`.
+        use_bias: Whether the gates have biases. Default: `True`.
+        kernel_initializer: Initializer for `kernel`. Default:
+            `"glorot_uniform"`.
+        recurrent_initializer: Initializer for `recurrent_kernel`. Default:
+            `"orthogonal"`.
+        use_gate_initializer: Initializer for `use_gate_kernel`. Default:
+            `"glorot_uniform"`.
+        bias_initializer: Initializer for the biases. Default: `"zeros"`.
+        unit_forget_bias: If `True`, add 1 to the forget gate's bias at
+            initialization. Default: `True`.
+        kernel_regularizer: Regularizer for `kernel` and `use_gate_kernel`.
+            Default: `None`.
+        recurrent_regularizer: Regularizer for `recurrent_kernel`.
+            Default: `None`.
+        bias_regularizer: Regularizer for the biases. Default: `None`.
+        activity_regularizer: Regularizer for the layer's output.
+            Default: `None`.
+        kernel_constraint: Constraint for `kernel` and `use_gate_kernel`.
+            Default: `None`.
+        recurrent_constraint: Constraint for `recurrent_kernel`.
+            Default: `None`.
+        bias_constraint: Constraint for the biases. Default: `None`.
+        dropout: Float in [0, 1): fraction of the input units to drop while
+            training. Default: 0.
+        recurrent_dropout: Float in [0, 1): fraction of `STM_{t-1}` to drop
+            while training. Default: 0.
+        seed: Random seed for dropout. Default: `None`.
+        return_sequences: Whether to return `STM` at every step, or only the
+            last. Default: `False`.
+        return_state: Whether to also return the last `STM` and `LTM`.
+            Default: `False`.
+        go_backwards: If `True`, read the sequence backwards and return the
+            reversed sequence. Default: `False`.
+        stateful: If `True`, the last state of each sample in a batch is the
+            initial state of the same sample in the next batch. Default:
+            `False`.
+        unroll: If `True`, unroll the loop (faster for short sequences, more
+            memory). Default: `False`.
+        **kwargs: Standard layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: A tensor of shape `(batch, time, features)`.
+        mask: Optional boolean tensor `(batch, time)`: `False` steps are
+            skipped (the state carries over).
+        training: Python boolean, whether dropout applies.
+        initial_state: Optional list `[STM_0, LTM_0]`, each `(batch, units)`.
+
+    Returns:
+        `STM_T`, `(batch, units)`, or with `return_sequences` every `STM_t`,
+        `(batch, time, units)`; with `return_state`, followed by the final
+        `STM` and `LTM`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_lstm_gates import FourGateLSTM
+    >>> model = keras.Sequential([
+    ...     keras.Input((10, 3)), FourGateLSTM(16), keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse")
+    >>> model.predict(np.zeros((4, 10, 3), "float32"), verbose=0).shape
+    (4, 1)
+    """
+
+    def __init__(
+        self,
+        units,
+        use_gate="projected",
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        use_gate_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        **kwargs,
+    ):
+        cell = FourGateLSTMCell(
+            units,
+            use_gate=use_gate,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            use_gate_initializer=use_gate_initializer,
+            bias_initializer=bias_initializer,
+            unit_forget_bias=unit_forget_bias,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            seed=seed,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name="four_gate_lstm_cell",
+        )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            activity_regularizer=activity_regularizer,
+            **kwargs,
+        )
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        _checks.check_sequence_shape(self.name, sequences_shape)
+        super().build(sequences_shape, initial_state_shape)
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if tree.is_nested(mask):
+            mask = mask[0]
+        cell = self.cell
+        if training and cell.dropout > 0:
+            dropout_mask = cell.get_dropout_mask(sequences[:, 0, :])
+            sequences = sequences * ops.expand_dims(dropout_mask, 1)
+
+        # The events' share of all four gates, for every step in one matmul.
+        projected = cell.project_inputs(sequences)
+
+        def step(z_inputs, states):
+            return cell.recurrent_step(z_inputs, states, training=training)
+
+        return backend.rnn(
+            step,
+            projected,
+            list(initial_state),
+            go_backwards=self.go_backwards,
+            mask=mask,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_all_outputs=self.return_sequences,
+        )
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        _checks.check_sequence_shape(
+            self.name, sequences.shape, self.cell.kernel.shape[0]
+        )
+        return super().call(
+            sequences, initial_state=initial_state, mask=mask, training=training
+        )
+
+    for _name in _CELL_ARGUMENTS:
+        locals()[_name] = _cell_property(_name)
+    del _name
+
+    @property
+    def seed(self):
+        """The cell's dropout `seed` (read-only)."""
+        return self.cell.seed
+
+    def gate_weights(self):
+        """The cell's weights under their equation names; see the cell."""
+        return self.cell.gate_weights()
+
+    def set_gate_weights(self, weights):
+        """Sets the cell's weights from equation names; see the cell."""
+        self.cell.set_gate_weights(weights)
+
+    def get_config(self):
+        config = {
+            "units": self.units,
+            "use_gate": self.use_gate,
+            "activation": activations.serialize(self.activation),
+            "recurrent_activation": activations.serialize(
+                self.recurrent_activation
+            ),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(
+                self.kernel_initializer
+            ),
+            "recurrent_initializer": initializers.serialize(
+                self.recurrent_initializer
+            ),
+            "use_gate_initializer": initializers.serialize(
+                self.use_gate_initializer
+            ),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "unit_forget_bias": self.unit_forget_bias,
+            "kernel_regularizer": regularizers.serialize(
+                self.kernel_regularizer
+            ),
+            "recurrent_regularizer": regularizers.serialize(
+                self.recurrent_regularizer
+            ),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(
+                self.activity_regularizer
+            ),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "recurrent_constraint": constraints.serialize(
+                self.recurrent_constraint
+            ),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "seed": self.seed,
+        }
+        base_config = super().get_config()
+        del base_config["cell"]
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,101 @@
+"""`trace_gates`: every gate's activation at every step of a sequence."""
+
+import keras
+import numpy as np
+from keras import ops
+
+# The loop `keras.layers.RNN` itself runs (masking, go_backwards, unroll) has
+# no public name; using it keeps our layer's loop identical to the base class.
+from keras.src import backend
+
+from keras_lstm_gates import _checks
+from keras_lstm_gates.cell import GateActivations
+from keras_lstm_gates.cell import FourGateLSTMCell
+
+
+def _four_gate_cell(layer):
+    """The `FourGateLSTMCell` of `layer`, or a clear error."""
+    cell = getattr(layer, "cell", None)
+    if not isinstance(layer, keras.layers.RNN) or not isinstance(
+        cell, FourGateLSTMCell
+    ):
+        raise TypeError(
+            "trace_gates: layer must be a FourGateLSTM or a keras.layers.RNN "
+            f"holding a FourGateLSTMCell, got {type(layer).__name__}"
+            + (f" with cell {type(cell).__name__}" if cell is not None else "")
+        )
+    if not cell.built:
+        raise ValueError(
+            f"trace_gates: layer '{layer.name}' is not built; call it on "
+            "inputs (or build the model) first"
+        )
+    return cell
+
+
+def trace_gates(
+    layer: keras.layers.RNN, inputs, initial_state=None, mask=None
+) -> dict:
+    """Runs a four-gate LSTM layer and returns every gate's activations.
+
+    Args:
+        layer: A built `FourGateLSTM`, or a built `keras.layers.RNN` whose cell
+            is a `FourGateLSTMCell`.
+        inputs: Array of shape `(batch, time, features)`.
+        initial_state: Optional `[STM_0, LTM_0]`, each `(batch, units)`.
+            Defaults to the layer's states if it is stateful, else zeros.
+        mask: Optional boolean array `(batch, time)`; a masked step keeps the
+            previous step's state and activations, as the layer does.
+
+    Returns:
+        A dict of NumPy arrays of shape `(batch, time, units)`: `N`, `i`, `f`,
+        `LTM`, `U`, `V` and `STM`, in the order the layer reads the steps
+        (reversed for `go_backwards=True`, as the layer's sequence output is).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_lstm_gates import FourGateLSTM, trace_gates
+    >>> layer = FourGateLSTM(4)
+    >>> x = np.random.rand(2, 6, 3).astype("float32")
+    >>> _ = layer(x)
+    >>> trace = trace_gates(layer, x)
+    >>> trace["f"].shape
+    (2, 6, 4)
+    """
+    cell = _four_gate_cell(layer)
+    inputs = ops.convert_to_tensor(inputs, dtype=cell.variable_dtype)
+    _checks.check_sequence_shape(layer.name, inputs.shape, cell.kernel.shape[0])
+    batch_size = inputs.shape[0]
+    if initial_state is None:
+        if getattr(layer, "stateful", False) and layer.states is not None:
+            initial_state = [ops.convert_to_tensor(s) for s in layer.states]
+        else:
+            initial_state = [
+                ops.zeros((batch_size, cell.units), dtype=inputs.dtype)
+                for _ in range(2)
+            ]
+    initial_state = [
+        ops.convert_to_tensor(s, dtype=inputs.dtype) for s in initial_state
+    ]
+    if mask is not None:
+        mask = ops.convert_to_tensor(mask, dtype="bool")
+
+    def step(event, states):
+        stm_prev, ltm_prev = states
+        z = cell.project_inputs(event) + ops.matmul(
+            stm_prev, cell.recurrent_kernel
+        )
+        gates = cell.gates(z, ltm_prev)
+        return ops.concatenate(list(gates), axis=-1), [gates.STM, gates.LTM]
+
+    _, outputs, _ = backend.rnn(
+        step,
+        inputs,
+        initial_state,
+        go_backwards=layer.go_backwards,
+        mask=mask,
+        input_length=inputs.shape[1],
+        return_all_outputs=True,
+    )
+    outputs = np.split(ops.convert_to_numpy(outputs), len(GateActivations._fields), -1)
+    return dict(zip(GateActivations._fields, outputs))
