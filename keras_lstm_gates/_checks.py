@@ -25,9 +25,7 @@ def check_units(units):
 def check_use_gate(use_gate):
     """Returns `use_gate`, or raises if it is not a known option."""
     if use_gate not in USE_GATES:
-        raise ValueError(
-            f"use_gate must be one of {USE_GATES}, got {use_gate!r}"
-        )
+        raise ValueError(f"use_gate must be one of {USE_GATES}, got {use_gate!r}")
     return use_gate
 
 

@@ -379,9 +379,7 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
         self.recurrent_kernel.assign(kernel[: self.units])
         self.kernel.assign(kernel[self.units :])
         if self.use_bias:
-            self.bias.assign(
-                np.concatenate([arrays[f"b_{g}"] for g in GATE_ORDER])
-            )
+            self.bias.assign(np.concatenate([arrays[f"b_{g}"] for g in GATE_ORDER]))
         if self.projected:
             self.use_gate_kernel.assign(arrays["W_u"])
             if self.use_bias:
@@ -399,32 +397,18 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
             "units": self.units,
             "use_gate": self.use_gate,
             "activation": activations.serialize(self.activation),
-            "recurrent_activation": activations.serialize(
-                self.recurrent_activation
-            ),
+            "recurrent_activation": activations.serialize(self.recurrent_activation),
             "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(
-                self.kernel_initializer
-            ),
-            "recurrent_initializer": initializers.serialize(
-                self.recurrent_initializer
-            ),
-            "use_gate_initializer": initializers.serialize(
-                self.use_gate_initializer
-            ),
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+            "use_gate_initializer": initializers.serialize(self.use_gate_initializer),
             "bias_initializer": initializers.serialize(self.bias_initializer),
             "unit_forget_bias": self.unit_forget_bias,
-            "kernel_regularizer": regularizers.serialize(
-                self.kernel_regularizer
-            ),
-            "recurrent_regularizer": regularizers.serialize(
-                self.recurrent_regularizer
-            ),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
             "bias_regularizer": regularizers.serialize(self.bias_regularizer),
             "kernel_constraint": constraints.serialize(self.kernel_constraint),
-            "recurrent_constraint": constraints.serialize(
-                self.recurrent_constraint
-            ),
+            "recurrent_constraint": constraints.serialize(self.recurrent_constraint),
             "bias_constraint": constraints.serialize(self.bias_constraint),
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,

@@ -9,8 +9,8 @@ from keras import ops
 from keras.src import backend
 
 from keras_lstm_gates import _checks
-from keras_lstm_gates.cell import GateActivations
 from keras_lstm_gates.cell import FourGateLSTMCell
+from keras_lstm_gates.cell import GateActivations
 
 
 def _four_gate_cell(layer):
@@ -32,9 +32,7 @@ def _four_gate_cell(layer):
     return cell
 
 
-def trace_gates(
-    layer: keras.layers.RNN, inputs, initial_state=None, mask=None
-) -> dict:
+def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) -> dict:
     """Runs a four-gate LSTM layer and returns every gate's activations.
 
     Args:
@@ -82,9 +80,7 @@ def trace_gates(
 
     def step(event, states):
         stm_prev, ltm_prev = states
-        z = cell.project_inputs(event) + ops.matmul(
-            stm_prev, cell.recurrent_kernel
-        )
+        z = cell.project_inputs(event) + ops.matmul(stm_prev, cell.recurrent_kernel)
         gates = cell.gates(z, ltm_prev)
         return ops.concatenate(list(gates), axis=-1), [gates.STM, gates.LTM]
 
