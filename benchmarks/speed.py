@@ -1,0 +1,528 @@
+"""Speed of `FourGateLSTM` against `keras.layers.LSTM` (and `torch.nn.LSTM`).
+
+Title: LSTM speed benchmark
+Description: trains and runs every contender on the same random data, in one
+process, interleaved run by run (A, B, C, A, B, C, ...), and reports the
+minimum and the median of each, and the ratio of minima to
+`keras.layers.LSTM`. Minima are the stable figure on a noisy machine.
+
+Run (from the repository root):
+
+```
+python benchmarks/speed.py                      # everything, TensorFlow
+python benchmarks/speed.py --quick              # a short smoke run
+python benchmarks/speed.py --backend jax        # Keras's JAX backend
+python benchmarks/speed.py --sections train,infer --runs 20
+```
+
+Results go to `benchmarks/results/<backend>/speed.json` and `speed.md`.
+Sections: `peak` (matmul GFLOP/s), `train`, `infer`, `bf16`, `length`,
+`memory`, `tflite` (TensorFlow only).
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SECTIONS = ("peak", "train", "infer", "bf16", "length", "memory", "tflite")
+SHAPES = ((64, 100, 16, 128), (32, 200, 64, 256), (1, 100, 16, 64), (64, 100, 16, 8))
+QUICK_SHAPES = ((64, 100, 16, 128),)
+LENGTHS = (50, 100, 200, 400, 800)
+BASELINE = "keras LSTM"
+
+# ---------------------------------------------------------------------------
+# Setup: the backend must be chosen before Keras is imported.
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None)
+    parser.add_argument("--quick", action="store_true", help="few runs, one shape")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs (15)")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.sections = [s for s in args.sections.split(",") if s]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {unknown}, expected some of {SECTIONS}")
+    if args.runs is None:
+        args.runs = 5 if args.quick else 15
+    if args.runs < 1:
+        parser.error(f"--runs must be a positive int, got {args.runs}")
+    return args
+
+
+def select_backend(backend):
+    """Sets `KERAS_BACKEND`; re-executes if Keras was already imported."""
+    backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
+        os.environ["KERAS_BACKEND"] = backend
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return backend
+
+
+# ---------------------------------------------------------------------------
+# Contenders: each is a function `units -> layer` (or a torch model).
+# ---------------------------------------------------------------------------
+
+
+def keras_contenders():
+    import keras
+
+    from keras_lstm_gates import FourGateLSTM
+    from keras_lstm_gates import FourGateLSTMCell
+
+    return {
+        BASELINE: lambda u: keras.layers.LSTM(u),
+        "keras RNN(LSTMCell)": lambda u: keras.layers.RNN(keras.layers.LSTMCell(u)),
+        "FourGateLSTM classic": lambda u: FourGateLSTM(u, use_gate="classic"),
+        "FourGateLSTM projected": lambda u: FourGateLSTM(u, use_gate="projected"),
+        "RNN(FourGateLSTMCell) projected": lambda u: keras.layers.RNN(
+            FourGateLSTMCell(u, use_gate="projected")
+        ),
+    }
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def lstm_flops(shape, projected=False):
+    """Multiply-adds x 2 of one forward pass (matmuls only)."""
+    batch, steps, features, units = shape
+    per_step = 2 * batch * (features + units) * 4 * units
+    if projected:
+        per_step += 2 * batch * units * units
+    return per_step * steps
+
+
+# ---------------------------------------------------------------------------
+# Timing: interleaved runs, minimum and median.
+# ---------------------------------------------------------------------------
+
+
+def time_interleaved(fns, runs, warmup=3):
+    """Times each callable `runs` times, interleaved; returns seconds lists."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarize(times, flops=None):
+    """Min/median in ms, ratio of minima to the baseline, GFLOP/s."""
+    base = min(times[BASELINE]) if BASELINE in times else None
+    rows = {}
+    for name, ts in times.items():
+        row = {
+            "min_ms": 1e3 * min(ts),
+            "median_ms": 1e3 * statistics.median(ts),
+            "runs": len(ts),
+        }
+        if base:
+            row["ratio"] = min(ts) / base
+        if flops is not None:
+            f = flops(name) if callable(flops) else flops
+            row["gflops"] = f / min(ts) / 1e9
+        rows[name] = row
+    return rows
+
+
+def blocking(x):
+    """Waits for a result (JAX dispatches asynchronously)."""
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
+
+
+# ---------------------------------------------------------------------------
+# Model builders.
+# ---------------------------------------------------------------------------
+
+
+def random_data(shape, seed=0):
+    import numpy as np
+
+    batch, steps, features, _ = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, steps, features)).astype("float32")
+    y = rng.standard_normal((batch, 1)).astype("float32")
+    return x, y
+
+
+def build_model(make_layer, shape, jit):
+    import keras
+
+    batch, steps, features, units = shape
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((steps, features), batch_size=batch),
+            make_layer(units),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "mse", jit_compile=jit)
+    return model
+
+
+def direct_call(model, jit):
+    """A compiled forward call of the model (tf.function / jax.jit)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(lambda x: model(x, training=False), jit_compile=jit)
+        return lambda x: fn(x).numpy()
+    import jax
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    fn = jax.jit(lambda x: model.stateless_call(trainable, non_trainable, x)[0])
+    return lambda x: blocking(fn(x))
+
+
+def torch_models(shape, train):
+    """Train-step and forward closures for `torch.nn.LSTM`."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    batch, steps, features, units = shape
+    lstm = torch.nn.LSTM(features, units, batch_first=True)
+    head = torch.nn.Linear(units, 1)
+    params = list(lstm.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    x = torch.randn(batch, steps, features)
+    y = torch.randn(batch, 1)
+
+    def train_step():
+        opt.zero_grad()
+        out, _ = lstm(x)
+        loss = torch.mean((head(out[:, -1]) - y) ** 2)
+        loss.backward()
+        opt.step()
+
+    def forward():
+        with torch.no_grad():
+            out, _ = lstm(x)
+            head(out[:, -1])
+
+    return train_step if train else forward
+
+
+def jit_modes(backend, quick):
+    if backend == "jax":
+        return (True,)
+    return (False,) if quick else (False, True)
+
+
+# ---------------------------------------------------------------------------
+# Sections.
+# ---------------------------------------------------------------------------
+
+
+def section_peak(args):
+    """Achieved matmul GFLOP/s, fp32 and bf16, for the GFLOP/s columns."""
+    import keras
+
+    results = {}
+    n = 1024 if args.quick else 2048
+    for dtype in ("float32", "bfloat16"):
+        a = keras.ops.ones((n, n), dtype=dtype)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            mm = tf.function(lambda a: tf.linalg.matmul(a, a))
+        else:
+            import jax
+
+            mm = jax.jit(lambda a: a @ a)
+        times = time_interleaved({dtype: lambda: blocking(mm(a))}, args.runs)
+        results[dtype] = {"gflops": 2 * n**3 / min(times[dtype]) / 1e9, "n": n}
+    return results
+
+
+def section_train(args, shapes=None, policy=None):
+    """Training step (`train_on_batch`, Adam) for every contender."""
+    import keras
+
+    shapes = shapes or (QUICK_SHAPES if args.quick else SHAPES)
+    results = {}
+    for shape in shapes:
+        for jit in jit_modes(args.backend, args.quick):
+            if policy:
+                keras.mixed_precision.set_global_policy(policy)
+            x, y = random_data(shape)
+            fns = {}
+            for name, make in keras_contenders().items():
+                model = build_model(make, shape, jit)
+                fns[name] = lambda m=model: m.train_on_batch(x, y)
+            if policy:
+                keras.mixed_precision.set_global_policy("float32")
+            if torch_available() and not policy:
+                fns["torch.nn.LSTM"] = torch_models(shape, train=True)
+            key = f"{shape} jit={'on' if jit else 'off'}"
+            results[key] = summarize(
+                time_interleaved(fns, args.runs), flops=train_flops(shape)
+            )
+            report(key + (f" {policy}" if policy else "") + " train", results[key])
+    return results
+
+
+def train_flops(shape):
+    """Forward + backward is about 3 forward passes of matmul work."""
+    return lambda name: 3 * lstm_flops(shape, projected="projected" in name)
+
+
+def section_infer(args):
+    """Inference: `predict_on_batch` and a direct compiled call."""
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    results = {}
+    for shape in shapes:
+        for jit in jit_modes(args.backend, args.quick):
+            x, _ = random_data(shape)
+            fns = {}
+            for name, make in keras_contenders().items():
+                model = build_model(make, shape, jit)
+                call = direct_call(model, jit)
+                fns[f"{name} | call"] = lambda c=call: c(x)
+                fns[f"{name} | predict"] = lambda m=model: m.predict_on_batch(x)
+            if torch_available():
+                fns["torch.nn.LSTM | call"] = torch_models(shape, train=False)
+            times = time_interleaved(fns, args.runs)
+            key = f"{shape} jit={'on' if jit else 'off'}"
+            rows = {}
+            for mode in ("call", "predict"):
+                sub = {
+                    n.split(" | ")[0]: t
+                    for n, t in times.items()
+                    if n.endswith(f"| {mode}")
+                }
+                rows[mode] = summarize(
+                    sub, flops=lambda n, s=shape: lstm_flops(s, "projected" in n)
+                )
+                report(f"{key} infer {mode}", rows[mode])
+            results[key] = rows
+    return results
+
+
+def section_bf16(args):
+    """Training step under `mixed_bfloat16`, next to float32."""
+    shapes = ((32, 200, 64, 256),) if not args.quick else QUICK_SHAPES
+    return {
+        "float32": section_train(args, shapes=shapes),
+        "mixed_bfloat16": section_train(args, shapes=shapes, policy="mixed_bfloat16"),
+    }
+
+
+def section_length(args):
+    """Training-step time per time step, T from 50 to 800."""
+    lengths = (50, 200) if args.quick else LENGTHS
+    shapes = tuple((64, t, 16, 128) for t in lengths)
+    results = {}
+    for shape, rows in zip(
+        shapes, [section_train(args, shapes=(s,)) for s in shapes]
+    ):
+        for key, row in rows.items():
+            for r in row.values():
+                r["us_per_step"] = 1e3 * r["min_ms"] / shape[1]
+            results[key] = row
+    return results
+
+
+def memory_child(spec):
+    """In a child process: trains a few steps; prints peak RSS in MiB."""
+    name, shape = spec.split("|")
+    shape = tuple(int(s) for s in shape.split(","))
+    x, y = random_data(shape)
+    model = build_model(keras_contenders()[name], shape, jit=False)
+    model.train_on_batch(x, y)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mib": peak, "after_first_step_mib": before}))
+
+
+def section_memory(args):
+    """Peak resident memory of a process that trains each contender."""
+    shape = (32, 200, 64, 256)
+    results = {}
+    for name in keras_contenders():
+        spec = f"{name}|{','.join(map(str, shape))}"
+        out = subprocess.run(
+            [sys.executable, __file__, "--backend", args.backend, "--memory-child", spec],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"memory {shape} {name}: {results[name]}", flush=True)
+    return {str(shape): results}
+
+
+def tflite_model(make_layer, units, steps=100, features=16):
+    """Converts a batch-1 model to TFLite builtin ops; returns the bytes."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((steps, features), batch_size=1), make_layer(units)]
+    )
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec((1, steps, features)))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def section_tflite(args):
+    """Latency per sequence (batch 1, T=100, 16 features) of TFLite exports."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    contenders = keras_contenders()
+    del contenders["keras RNN(LSTMCell)"], contenders["RNN(FourGateLSTMCell) projected"]
+    results = {}
+    for units in (64,) if args.quick else (64, 256):
+        fns = {}
+        for name, make in contenders.items():
+            interpreter = Interpreter(model_content=tflite_model(make, units))
+            interpreter.allocate_tensors()
+            inp = interpreter.get_input_details()[0]["index"]
+            x = np.random.default_rng(0).standard_normal((1, 100, 16), "float32")
+            interpreter.set_tensor(inp, x)
+            fns[name] = interpreter.invoke
+        results[f"units={units}"] = summarize(time_interleaved(fns, args.runs * 4))
+        report(f"tflite units={units}", results[f"units={units}"])
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Output: JSON and Markdown.
+# ---------------------------------------------------------------------------
+
+
+def report(title, rows):
+    print(f"\n{title}", flush=True)
+    for name, r in rows.items():
+        extra = f"  x{r['ratio']:.2f}" if "ratio" in r else ""
+        print(f"  {name:34s} min {r['min_ms']:8.2f} ms  med {r['median_ms']:8.2f}{extra}")
+
+
+def markdown(results):
+    lines = [
+        f"# Speed ({results['backend']}, {results['machine']})",
+        "",
+        f"{results['note']}",
+        "",
+    ]
+    peak = results["sections"].get("peak")
+    if peak:
+        lines += [
+            "Measured matmul peak: "
+            + ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in peak.items()),
+            "",
+        ]
+    for section, body in results["sections"].items():
+        if section in ("peak", "memory"):
+            continue
+        lines += [f"## {section}", ""]
+        lines += markdown_tables(body)
+    memory = results["sections"].get("memory")
+    if memory:
+        lines += ["## memory (peak RSS of a training process, MiB)", ""]
+        for shape, rows in memory.items():
+            lines += [f"{shape}", "", "| contender | peak RSS MiB |", "|---|---|"]
+            lines += [f"| {n} | {r['peak_rss_mib']:.0f} |" for n, r in rows.items()]
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_tables(body, title=""):
+    if all(isinstance(v, dict) and "min_ms" in v for v in body.values()):
+        head = "| contender | min ms | median ms | x keras LSTM | GFLOP/s |"
+        lines = [f"**{title}**", "", head, "|---|---|---|---|---|"]
+        for name, r in body.items():
+            ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
+            gf = f"{r['gflops']:.1f}" if "gflops" in r else ""
+            lines.append(
+                f"| {name} | {r['min_ms']:.2f} | {r['median_ms']:.2f} | {ratio} | {gf} |"
+            )
+        return lines + [""]
+    lines = []
+    for key, sub in body.items():
+        lines += markdown_tables(sub, f"{title} {key}".strip())
+    return lines
+
+
+def main():
+    args = parse_args()
+    args.backend = select_backend(args.backend)
+    sys.path.insert(0, str(REPO))
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    if args.backend == "jax" and "tflite" in args.sections:
+        args.sections.remove("tflite")
+    import keras
+
+    results = {
+        "backend": args.backend,
+        "keras": keras.__version__,
+        "machine": f"{machine_name()}, {os.cpu_count()} cores",
+        "note": (
+            "Interleaved runs; min and median over "
+            f"{args.runs} runs after 3 warm-up calls. The machine was shared "
+            "with other jobs while measuring: medians are noisy, minima less so."
+        ),
+        "torch": torch_available(),
+        "sections": {},
+    }
+    out_dir = args.out / args.backend
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for section in args.sections:
+        results["sections"][section] = globals()[f"section_{section}"](args)
+        (out_dir / "speed.json").write_text(json.dumps(results, indent=1))
+        (out_dir / "speed.md").write_text(markdown(results))
+    print(f"\nWrote {out_dir / 'speed.json'} and {out_dir / 'speed.md'}")
+
+
+def machine_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()
