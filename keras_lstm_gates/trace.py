@@ -78,16 +78,23 @@ def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) 
     if mask is not None:
         mask = ops.convert_to_tensor(mask, dtype="bool")
 
+    # The activations lead the state: on a masked step the JAX backend's loop
+    # repeats the first state as the output, so it must be the activations.
+    activations = ops.zeros(
+        (batch_size, len(GateActivations._fields) * cell.units), dtype=inputs.dtype
+    )
+
     def step(event, states):
-        stm_prev, ltm_prev = states
+        _, stm_prev, ltm_prev = states
         z = cell.project_inputs(event) + ops.matmul(stm_prev, cell.recurrent_kernel)
         gates = cell.gates(z, ltm_prev)
-        return ops.concatenate(list(gates), axis=-1), [gates.STM, gates.LTM]
+        activations = ops.concatenate(list(gates), axis=-1)
+        return activations, [activations, gates.STM, gates.LTM]
 
     _, outputs, _ = backend.rnn(
         step,
         inputs,
-        initial_state,
+        [activations, *initial_state],
         go_backwards=layer.go_backwards,
         mask=mask,
         input_length=inputs.shape[1],
