@@ -1,0 +1,84 @@
+"""Tests of `trace_gates`: every gate at every step, as the layer computes."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import FourGateLSTMCell
+from keras_lstm_gates import trace_gates
+from tests import reference
+
+USE_GATES = ["projected", "classic"]
+GATES = ["N", "i", "f", "LTM", "U", "V", "STM"]
+
+
+@pytest.mark.parametrize("use_gate", USE_GATES)
+@pytest.mark.parametrize("wrapper", ["FourGateLSTM", "RNN(cell)"])
+def test_every_gate_matches_numpy_reference(use_gate, wrapper):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 20, 4)).astype("float32")
+    if wrapper == "FourGateLSTM":
+        layer = FourGateLSTM(5, use_gate=use_gate)
+    else:
+        layer = keras.layers.RNN(FourGateLSTMCell(5, use_gate=use_gate))
+    layer.build(x.shape)
+    weights = reference.random_gate_weights(5, 4, use_gate, rng)
+    layer.cell.set_gate_weights(weights)
+    stm0, ltm0 = rng.normal(size=(2, 3, 5)).astype("float32")
+
+    trace = trace_gates(layer, x, initial_state=[stm0, ltm0])
+
+    expected = reference.four_gate_lstm(x, weights, use_gate, stm0, ltm0)
+    assert sorted(trace) == sorted(GATES)
+    for gate in GATES:
+        assert trace[gate].shape == (3, 20, 5)
+        np.testing.assert_allclose(trace[gate], expected[gate], atol=1e-5, err_msg=gate)
+
+
+@pytest.mark.parametrize("use_gate", USE_GATES)
+def test_trace_equals_layer_outputs(use_gate):
+    x = np.random.default_rng(1).normal(size=(2, 9, 3)).astype("float32")
+    layer = FourGateLSTM(4, use_gate=use_gate, return_sequences=True, return_state=True)
+    sequence, _, ltm = layer(x)
+    trace = trace_gates(layer, x)
+    np.testing.assert_allclose(trace["STM"], sequence, atol=1e-6)
+    np.testing.assert_allclose(trace["LTM"][:, -1], ltm, atol=1e-6)
+
+
+def test_trace_follows_mask_and_go_backwards():
+    x = np.random.default_rng(2).normal(size=(2, 8, 3)).astype("float32")
+    mask = np.ones((2, 8), bool)
+    mask[1, 5:] = False
+    layer = FourGateLSTM(4, go_backwards=True, return_sequences=True)
+    sequence = layer(x, mask=mask)
+    trace = trace_gates(layer, x, mask=mask)
+    np.testing.assert_allclose(trace["STM"], sequence, atol=1e-6)
+
+
+def test_trace_of_stateful_layer_starts_from_its_states():
+    x = np.random.default_rng(3).normal(size=(2, 6, 3)).astype("float32")
+    layer = FourGateLSTM(4, stateful=True, return_sequences=True)
+    layer(x)
+    trace = trace_gates(layer, x)
+    np.testing.assert_allclose(trace["STM"], layer(x), atol=1e-6)
+
+
+def test_trace_of_unbuilt_layer_is_a_clear_error():
+    with pytest.raises(ValueError, match="is not built"):
+        trace_gates(FourGateLSTM(4), np.zeros((1, 3, 2), "float32"))
+
+
+@pytest.mark.parametrize(
+    "layer", [keras.layers.LSTM(4), keras.layers.Dense(4), "not a layer"]
+)
+def test_trace_of_a_layer_that_is_not_ours_is_a_clear_error(layer):
+    with pytest.raises(TypeError, match="must be a FourGateLSTM or a keras.layers.RNN"):
+        trace_gates(layer, np.zeros((1, 3, 2), "float32"))
+
+
+def test_trace_with_wrong_feature_size_is_a_clear_error():
+    layer = FourGateLSTM(4)
+    layer(np.zeros((1, 3, 2), "float32"))
+    with pytest.raises(ValueError, match="inputs must have 2 features"):
+        trace_gates(layer, np.zeros((1, 3, 5), "float32"))
