@@ -5,19 +5,30 @@ The public API:
 - `FourGateLSTMCell`: one step, for `keras.layers.RNN`.
 - `FourGateLSTM`: the layer over a whole sequence, like `keras.layers.LSTM`.
 - `trace_gates`: every gate's activation at every step, for reading and plots.
+- `export_saved_model`, `export_tflite`: a SavedModel for servers, a TFLite
+  (LiteRT) file of builtin ops for phones, with measured parity.
+- `TFLiteModel`: run an exported `.tflite` file, whole sequence or step by step.
 """
 
 __version__ = "0.1.0"
 
 from keras_lstm_gates.cell import FourGateLSTMCell
 from keras_lstm_gates.cell import GateActivations
+from keras_lstm_gates.export import TFLiteExport
+from keras_lstm_gates.export import export_saved_model
+from keras_lstm_gates.export import export_tflite
 from keras_lstm_gates.layer import FourGateLSTM
+from keras_lstm_gates.tflite import TFLiteModel
 from keras_lstm_gates.trace import trace_gates
 
 __all__ = [
     "FourGateLSTM",
     "FourGateLSTMCell",
     "GateActivations",
+    "TFLiteExport",
+    "TFLiteModel",
+    "export_saved_model",
+    "export_tflite",
     "trace_gates",
     "__version__",
 ]

@@ -1,0 +1,120 @@
+"""Command line: `python -m keras_lstm_gates export MODEL.keras ...`.
+
+Exports a saved Keras model to a SavedModel and/or a TFLite file and prints
+what it wrote, the TFLite ops, the size and the measured parity with Keras.
+A bad argument or an unreadable model is a one-line error and exit status 1.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_lstm_gates",
+        description="Tools for keras-lstm-gates models.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser(
+        "export",
+        help="export a .keras model to a SavedModel and/or a TFLite file",
+        description=(
+            "Export a saved Keras model (.keras) to a SavedModel directory "
+            "and/or a TFLite file of builtin ops only, and print the ops, the "
+            "size and the measured difference from the Keras model."
+        ),
+    )
+    export.add_argument("model", help="the .keras file to export")
+    export.add_argument("--saved-model", metavar="DIR", help="write a SavedModel here")
+    export.add_argument("--tflite", metavar="FILE", help="write a .tflite file here")
+    export.add_argument(
+        "--quantize",
+        choices=("dynamic", "float16"),
+        help="quantize the TFLite weights (default: float32)",
+    )
+    export.add_argument(
+        "--streaming",
+        action="store_true",
+        help="add the TFLite 'step' signature for step-by-step inference",
+    )
+    export.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fixed batch size (TFLite default 1; SavedModel default: any)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs"
+    )
+    return parser
+
+
+def _load_model(path):
+    import keras
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"model file {path!r} is not readable")
+    if not path.endswith(".keras"):
+        raise ValueError(f"model file {path!r} must be a .keras file")
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for a bad file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"cannot read {path!r} as a Keras model: {type(error).__name__}"
+            + (f": {reason}" if reason else "")
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{path!r} holds a {type(model).__name__}, not a Keras model")
+    return model
+
+
+def _export(args):
+    # Imported here so that `--help` and argument errors answer at once.
+    import keras_lstm_gates.export as export
+
+    model = _load_model(args.model)
+    if args.saved_model:
+        path = export.export_saved_model(
+            model,
+            args.saved_model,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote SavedModel {path} (signature serving_default)")
+    if args.tflite:
+        report = export.export_tflite(
+            model,
+            args.tflite,
+            batch_size=1 if args.batch_size is None else args.batch_size,
+            quantize=args.quantize,
+            streaming=args.streaming,
+            overwrite=args.overwrite,
+        )
+        print(report)
+
+
+def main(argv=None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not (args.saved_model or args.tflite):
+        parser.error("give --saved-model DIR and/or --tflite FILE")
+    if (args.quantize or args.streaming) and not args.tflite:
+        parser.error("--quantize and --streaming apply to --tflite only")
+    try:
+        _export(args)
+    except (OSError, ValueError, TypeError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""`TFLiteModel`: run an exported `.tflite` file with the LiteRT interpreter."""
+
+import os
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
+
+SERVING = "serving_default"
+STEP = "step"
+
+# TFLite's builtin operator codes, by number, under their schema names.
+_BUILTIN_NAMES = {
+    code: name
+    for name, code in vars(schema.BuiltinOperator).items()
+    if not name.startswith("_")
+}
+
+
+def tflite_ops(content: bytes) -> frozenset:
+    """The names of every operator a `.tflite` flatbuffer uses.
+
+    Reads the model's operator table, which lists the ops of every subgraph
+    (a `WHILE` loop's body included), not only the main graph's.
+
+    Args:
+        content: The bytes of a `.tflite` file.
+
+    Returns:
+        A frozenset of op names: builtin ops under their schema names
+        (`"FULLY_CONNECTED"`, `"WHILE"`, ...), custom ops under their custom
+        code (a Select-TF op reads `"Flex..."`).
+    """
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    names = set()
+    for code in model.operatorCodes or ():
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            custom = code.customCode
+            names.add(custom.decode() if isinstance(custom, bytes) else str(custom))
+        else:
+            names.add(_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}"))
+    return frozenset(names)
+
+
+class TFLiteModel:
+    """A `.tflite` file exported by `export_tflite`, callable on NumPy arrays.
+
+    A small wrapper over `ai_edge_litert.interpreter.Interpreter` that knows
+    the signatures `export_tflite` writes: `serving_default` (the whole
+    sequence in, the model's output out) and, for a streaming export, `step`
+    (one time step and the recurrent states in, the output and the new states
+    out).
+
+    Args:
+        path: Path of a `.tflite` file.
+        num_threads: Optional number of CPU threads for the interpreter.
+
+    Example:
+
+    ```python
+    model = TFLiteModel("model.tflite")
+    y = model(x)  # x: (batch_size, time, features)
+    states = model.initial_states()
+    for t in range(x.shape[1]):
+        y_t, states = model.step(x[:, t], states)
+    ```
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"TFLiteModel: path {path!r} is not a file")
+        with open(path, "rb") as f:
+            content = f.read()
+        try:
+            self._interpreter = Interpreter(
+                model_content=content, num_threads=num_threads
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"TFLiteModel: {path!r} is not a readable .tflite file "
+                f"({str(error).splitlines()[0]})"
+            ) from None
+        self._path = path
+        self._ops = tflite_ops(content)
+        self._runners = {}
+
+    @property
+    def path(self) -> str:
+        """The path of the `.tflite` file."""
+        return self._path
+
+    @property
+    def ops(self) -> frozenset:
+        """The names of the TFLite ops in the file (every subgraph)."""
+        return self._ops
+
+    @property
+    def signatures(self) -> dict:
+        """Each signature's inputs and outputs with their shapes and dtypes.
+
+        Returns:
+            A dict `{signature: {"inputs": {name: (shape, dtype)},
+            "outputs": {name: (shape, dtype)}}}`; a dimension of `-1` in a
+            shape is dynamic.
+        """
+        result = {}
+        for key in self._interpreter.get_signature_list():
+            runner = self._runner(key)
+            result[key] = {
+                "inputs": _describe(runner.get_input_details()),
+                "outputs": _describe(runner.get_output_details()),
+            }
+        return result
+
+    def __call__(self, inputs) -> np.ndarray:
+        """Runs the whole-sequence signature `serving_default`.
+
+        Args:
+            inputs: Array of the model's input shape, `(batch_size, time, ...)`.
+
+        Returns:
+            The model's output, a NumPy array.
+        """
+        return self.run(SERVING, inputs=inputs)["outputs"]
+
+    def run(self, signature: str, **inputs) -> dict:
+        """Runs any signature on named NumPy inputs.
+
+        Args:
+            signature: The signature's name, e.g. `"serving_default"`.
+            **inputs: One array per input of the signature, by name.
+
+        Returns:
+            A dict of the signature's outputs, by name.
+        """
+        runner = self._runner(signature)
+        details = runner.get_input_details()
+        missing = sorted(set(details) - set(inputs))
+        unknown = sorted(set(inputs) - set(details))
+        if missing or unknown:
+            raise ValueError(
+                f"TFLiteModel: signature '{signature}' takes inputs "
+                f"{sorted(details)}, got {sorted(inputs)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {unknown}" if unknown else "")
+            )
+        feed = {
+            name: _as_input(signature, name, value, details[name])
+            for name, value in inputs.items()
+        }
+        return runner(**feed)
+
+    def initial_states(self) -> dict:
+        """Zero states for `step`: `{"<layer>_stm": ..., "<layer>_ltm": ...}`."""
+        details = self._runner(STEP).get_input_details()
+        return {
+            name: np.zeros(detail["shape"], detail["dtype"])
+            for name, detail in details.items()
+            if name != "inputs"
+        }
+
+    def step(self, inputs, states: dict | None = None) -> tuple:
+        """Runs one time step of the streaming signature `step`.
+
+        Args:
+            inputs: One time step, `(batch_size, features)` (or
+                `(batch_size,)` token ids for a text model).
+            states: The states the previous call returned; `None` starts from
+                `initial_states()` (zeros).
+
+        Returns:
+            `(outputs, states)`: the model's output after this step and the
+            new states, to pass to the next call.
+        """
+        if states is None:
+            states = self.initial_states()
+        if not isinstance(states, dict):
+            raise TypeError(
+                "TFLiteModel.step: states must be the dict that "
+                f"initial_states() or step() returned, got {type(states).__name__}"
+            )
+        result = self.run(STEP, inputs=inputs, **states)
+        outputs = result.pop("outputs")
+        return outputs, result
+
+    def _runner(self, signature):
+        if signature not in self._runners:
+            available = sorted(self._interpreter.get_signature_list())
+            if signature not in available:
+                hint = " (export it with streaming=True)" if signature == STEP else ""
+                raise ValueError(
+                    f"TFLiteModel: {self._path!r} has no signature "
+                    f"'{signature}'{hint}; it has {available}"
+                )
+            self._runners[signature] = self._interpreter.get_signature_runner(signature)
+        return self._runners[signature]
+
+    def __repr__(self):
+        return f"TFLiteModel({self._path!r})"
+
+
+def _describe(details):
+    return {
+        name: (
+            tuple(int(d) for d in detail["shape_signature"]),
+            detail["dtype"].__name__,
+        )
+        for name, detail in details.items()
+    }
+
+
+def _as_input(signature, name, value, detail):
+    """`value` as the dtype of the input, or an error if its shape is wrong."""
+    array = np.asarray(value)
+    expected = tuple(int(d) for d in detail["shape_signature"])
+    if array.ndim != len(expected) or any(
+        e != -1 and e != a for e, a in zip(expected, array.shape)
+    ):
+        raise ValueError(
+            f"TFLiteModel: input '{name}' of signature '{signature}' must have "
+            f"shape {expected} (-1: any size), got {array.shape}"
+        )
+    dtype = np.dtype(detail["dtype"])
+    if np.issubdtype(dtype, np.integer) and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"TFLiteModel: input '{name}' of signature '{signature}' must hold "
+            f"integers ({dtype.name}), got {array.dtype.name}"
+        )
+    return array.astype(dtype, copy=False)
