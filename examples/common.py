@@ -1,0 +1,318 @@
+"""Helpers shared by the three examples.
+
+The command line every example takes, the output folder (never overwritten
+without `--overwrite`), early stopping, the plots, `metrics.json`, the
+results table and the exports. Each example script imports this module and
+keeps only what is particular to its task.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import keras
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Errors the examples raise for bad input (a missing file, a missing column,
+# too few classes or rows, an existing output folder). They are reported as
+# one line and a non-zero exit; any other error keeps its trace.
+INPUT_ERRORS = (ValueError, TypeError, OSError)
+
+# Samples and epochs of a `--quick` smoke run.
+QUICK_SAMPLES = 400
+QUICK_EPOCHS = 1
+
+
+def build_parser(task, description, *, epochs, batch_size, units):
+    """Returns the argument parser with the flags every example takes.
+
+    Args:
+        task: The task's name, for the default output folder `runs/<task>`.
+        description: The text of `--help`.
+        epochs: Default of `--epochs`.
+        batch_size: Default of `--batch-size`.
+        units: Default of `--units`.
+
+    Returns:
+        An `argparse.ArgumentParser`; examples add their own flags to it.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"{task}.py",
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=epochs)
+    parser.add_argument("--batch-size", type=_positive_int, default=batch_size)
+    parser.add_argument("--units", type=_positive_int, default=units)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs") / task,
+        help="where the model, exports, plots and metrics.json are written",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of a previous run in --output-dir",
+    )
+    parser.add_argument("--csv", type=Path, help="train on your own CSV file instead")
+    parser.add_argument(
+        "--compare-keras-lstm",
+        action="store_true",
+        help="also train a keras.layers.LSTM of the same size on the same split",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: about {QUICK_SAMPLES} samples, {QUICK_EPOCHS} epoch",
+    )
+    parser.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=5,
+        help="epochs without a better validation loss before stopping early",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where downloads are cached (default: ~/.keras)",
+    )
+    return parser
+
+
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
+
+
+def exit_with_error(parser, error):
+    """Ends the program with a one-line error message and exit status 2."""
+    parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+def prepare_output_dir(path, overwrite):
+    """Creates the output folder, refusing to reuse a previous run's folder.
+
+    Args:
+        path: The folder given as `--output-dir`.
+        overwrite: Whether `--overwrite` was given. Only the files the
+            example writes are replaced; other files in the folder are kept.
+
+    Returns:
+        The folder, as a `Path`.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--output-dir {path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"--output-dir {path} already holds files of a previous run; "
+            "pass --overwrite to replace them, or choose another --output-dir"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def quick_settings(args):
+    """Applies `--quick`: one epoch (the sample count is each example's)."""
+    if args.quick:
+        args.epochs = QUICK_EPOCHS
+
+
+def train(model, train_data, validation_data, args):
+    """Fits `model` with early stopping on the validation loss.
+
+    Args:
+        model: A compiled Keras model.
+        train_data: `(x, y)` NumPy arrays of the training split.
+        validation_data: `(x, y)` NumPy arrays of the validation split.
+        args: The parsed command line (`epochs`, `batch_size`, `patience`).
+
+    Returns:
+        The `keras.callbacks.History`; the model holds the weights of the
+        epoch with the best validation loss.
+    """
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss",
+        patience=args.patience,
+        restore_best_weights=True,
+    )
+    return model.fit(
+        *train_data,
+        validation_data=validation_data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        callbacks=[early_stopping],
+        verbose=1 if os.isatty(1) else 2,
+    )
+
+
+def write_metrics(metrics, output_dir):
+    """Writes `metrics` to `output_dir/metrics.json` and returns its path."""
+    path = Path(output_dir) / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def print_table(title, rows):
+    """Prints `(name, value)` rows as a two-column table under `title`."""
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{title}")
+    for name, value in rows:
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {name:<{width}}  {shown}")
+
+
+def export_model(model, output_dir, *, streaming=False, saved_model=True):
+    """Exports `model` as a SavedModel and a TFLite file in `output_dir`.
+
+    Args:
+        model: The trained Keras model (not under a distribution strategy).
+        output_dir: The run's folder; writes `saved_model/` and
+            `model.tflite` there, replacing a previous run's.
+        streaming: Whether the TFLite file also gets the `step` signature
+            that takes one time step at a time.
+        saved_model: Whether to write the SavedModel (the text examples
+            write their own, which takes raw strings).
+
+    Returns:
+        A dict for `metrics.json`: the paths, the TFLite file's size, its
+        ops and its measured largest difference from the Keras model.
+    """
+    from keras_lstm_gates.export import export_saved_model
+    from keras_lstm_gates.export import export_tflite
+
+    output_dir = Path(output_dir)
+    results = {}
+    if saved_model:
+        path = export_saved_model(model, output_dir / "saved_model", overwrite=True)
+        results["saved_model"] = str(path)
+    report = export_tflite(
+        model, output_dir / "model.tflite", streaming=streaming, overwrite=True
+    )
+    results.update(
+        tflite=str(report.path),
+        tflite_size_bytes=int(report.size_bytes),
+        tflite_ops=sorted(report.ops),
+        tflite_max_abs_diff=float(report.max_abs_diff),
+    )
+    return results
+
+
+def plot_history(histories, path):
+    """Plots the training and validation loss of each model per epoch.
+
+    Args:
+        histories: Dict from a model's name to its `History`.
+        path: Where to write the PNG.
+    """
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    for (name, history), color in zip(histories.items(), ("C0", "C1")):
+        loss = history.history["loss"]
+        epochs = np.arange(1, len(loss) + 1)
+        axes.plot(epochs, loss, color=color, label=f"{name} train")
+        axes.plot(
+            epochs,
+            history.history["val_loss"],
+            color=color,
+            linestyle="--",
+            label=f"{name} validation",
+        )
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss")
+    axes.legend()
+    axes.set_title("Training curves")
+    _save(figure, path)
+
+
+def plot_forecast(truth, forecasts, path, steps=24 * 7):
+    """Plots the first `steps` test targets against each forecast.
+
+    Args:
+        truth: The true values of the test split, in time order.
+        forecasts: Dict from a forecaster's name to its predictions.
+        path: Where to write the PNG.
+        steps: How many test windows to show.
+    """
+    figure, axes = plt.subplots(figsize=(8, 3.5))
+    axes.plot(truth[:steps], color="black", linewidth=2, label="truth")
+    for name, values in forecasts.items():
+        axes.plot(values[:steps], linewidth=1, label=name)
+    axes.set_xlabel("test step")
+    axes.set_ylabel("value")
+    axes.legend()
+    axes.set_title("Forecast against truth on the test split")
+    _save(figure, path)
+
+
+def plot_gates(trace, path, title, max_units=16):
+    """Plots the gate activations of one input, one heatmap per gate.
+
+    Args:
+        trace: The dict from `keras_lstm_gates.trace_gates` for a batch of
+            one input.
+        path: Where to write the PNG.
+        title: The figure's title.
+        max_units: Plot at most this many units.
+    """
+    names = ("N", "i", "f", "LTM", "U", "V", "STM")
+    figure, axes = plt.subplots(len(names), 1, figsize=(8, 10), sharex=True)
+    for axis, name in zip(axes, names):
+        values = trace[name][0, :, :max_units].T
+        limit = max(float(np.abs(values).max()), 1e-6)
+        low = 0.0 if name in ("i", "f", "V") else -limit
+        high = 1.0 if name in ("i", "f", "V") else limit
+        image = axis.imshow(
+            values,
+            aspect="auto",
+            cmap="viridis" if low == 0.0 else "coolwarm",
+            vmin=low,
+            vmax=high,
+            interpolation="nearest",
+        )
+        axis.set_ylabel(name)
+        axis.set_yticks([])
+        figure.colorbar(image, ax=axis, pad=0.01)
+    axes[-1].set_xlabel("time step")
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def plot_confusion_matrix(matrix, classes, path):
+    """Plots a confusion matrix (rows: true class, columns: predicted)."""
+    matrix = np.asarray(matrix)
+    figure, axes = plt.subplots(figsize=(1.2 * len(classes) + 2, len(classes) + 1.5))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    threshold = matrix.max() / 2
+    for row in range(len(classes)):
+        for column in range(len(classes)):
+            axes.text(
+                column,
+                row,
+                str(matrix[row, column]),
+                ha="center",
+                va="center",
+                color="white" if matrix[row, column] > threshold else "black",
+            )
+    axes.set_title("Confusion matrix on the test split")
+    _save(figure, path)
+
+
+def _save(figure, path):
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

@@ -1,0 +1,400 @@
+"""
+Title: Forecast the temperature with a four-gate LSTM
+Description: Predict the temperature an hour ahead from the past two days of
+weather readings, and beat the persistence and linear baselines honestly.
+
+Run it (the default data ship with the package, so this works offline):
+
+    python examples/temperature.py
+    python examples/temperature.py --horizon 3 --compare-keras-lstm
+    python examples/temperature.py --data jena          # downloads 13 MB once
+    python examples/temperature.py --csv my.csv --time-column time \\
+        --target-column temp [--feature-columns temp humidity ...]
+
+On several devices or machines, add `--distribute mirrored` or
+`--distribute multiworker` (each machine runs the same command with its own
+`TF_CONFIG`; the chief writes the outputs).
+"""
+
+# ## Setup
+
+import os
+import sys
+from pathlib import Path
+
+import common
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import trace_gates
+from keras_lstm_gates.datasets import load_greensboro_weather
+
+JENA_URL = (
+    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+    "jena_climate_2009_2016.csv.zip"
+)
+# Rows of the series a `--quick` run keeps.
+QUICK_ROWS = 1000
+# Chronological split: the first 70 % trains, the next 15 % validates, the
+# last 15 % tests.
+SPLITS = (0.70, 0.15, 0.15)
+
+
+def parse_args(argv):
+    parser = common.build_parser(
+        "temperature",
+        __doc__.split("\n\n")[0].strip(),
+        epochs=40,
+        batch_size=64,
+        units=32,
+    )
+    parser.add_argument("--data", choices=("greensboro", "jena"), default="greensboro")
+    parser.add_argument("--time-column", help="with --csv: the time stamps")
+    parser.add_argument("--target-column", help="with --csv: the value to forecast")
+    parser.add_argument(
+        "--feature-columns",
+        nargs="+",
+        help="with --csv: the columns the model reads (default: every numeric one)",
+    )
+    parser.add_argument(
+        "--window", type=common._positive_int, default=48, help="past readings read"
+    )
+    parser.add_argument(
+        "--horizon", type=common._positive_int, default=1, help="readings ahead"
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=("none", "mirrored", "multiworker"),
+        default="none",
+        help="tf.distribute strategy: one device, the devices of this machine "
+        "(MirroredStrategy), or several machines (MultiWorkerMirroredStrategy, "
+        "configured by TF_CONFIG)",
+    )
+    return parser, parser.parse_args(argv)
+
+
+# ## Load the data
+#
+# A table of readings in time order: a time column, the target column and the
+# feature columns the model reads (the target among them).
+
+
+def load_dataset(args):
+    """Returns `(frame, time_column, target_column, feature_columns)`."""
+    if args.csv is not None:
+        return load_csv(
+            args.csv, args.time_column, args.target_column, args.feature_columns
+        )
+    if args.data == "jena":
+        return load_jena(args.cache_dir)
+    frame = load_greensboro_weather()
+    return frame, "datetime", "temp_c", [c for c in frame.columns if c != "datetime"]
+
+
+def load_jena(cache_dir=None, origin=JENA_URL):
+    """Downloads (once) the Jena Climate 2009-2016 readings, one per hour."""
+    folder = keras.utils.get_file(
+        fname="jena_climate_2009_2016.csv.zip",
+        origin=origin,
+        extract=True,
+        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+    )
+    frame = pd.read_csv(Path(folder) / "jena_climate_2009_2016.csv")
+    frame["Date Time"] = pd.to_datetime(frame["Date Time"], format="%d.%m.%Y %H:%M:%S")
+    # The readings are every 10 minutes; keep the ones on the hour.
+    frame = frame[frame["Date Time"].dt.minute == 0].reset_index(drop=True)
+    features = [c for c in frame.columns if c != "Date Time"]
+    return frame, "Date Time", "T (degC)", features
+
+
+def load_csv(path, time_column, target_column, feature_columns=None):
+    """Reads the user's series, checking every column it needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--csv: no such file: {path}")
+    if time_column is None or target_column is None:
+        raise ValueError("--csv needs --time-column and --target-column")
+    frame = pd.read_csv(path)
+    feature_columns = list(feature_columns or [])
+    for column in [time_column, target_column, *feature_columns]:
+        if column not in frame.columns:
+            raise ValueError(
+                f"--csv {path}: no column {column!r}; its columns are "
+                f"{list(frame.columns)}"
+            )
+    if not pd.api.types.is_numeric_dtype(frame[target_column]):
+        raise ValueError(
+            f"--target-column {target_column!r} must be numeric, got values "
+            f"like {frame[target_column].iloc[0]!r}"
+        )
+    if feature_columns:
+        for column in feature_columns:
+            if not pd.api.types.is_numeric_dtype(frame[column]):
+                raise ValueError(f"--feature-columns: column {column!r} is not numeric")
+    else:
+        feature_columns = [
+            c
+            for c in frame.columns
+            if c != time_column and pd.api.types.is_numeric_dtype(frame[c])
+        ]
+    if target_column not in feature_columns:
+        feature_columns = [target_column, *feature_columns]
+    try:
+        frame[time_column] = pd.to_datetime(frame[time_column])
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"--time-column {time_column!r} does not hold time stamps: {error}"
+        ) from None
+    missing = frame[feature_columns].isna().sum()
+    if missing.any():
+        raise ValueError(
+            f"--csv {path}: missing values in {missing[missing > 0].to_dict()}; "
+            "fill or drop them first"
+        )
+    frame = frame.sort_values(time_column).reset_index(drop=True)
+    return frame, time_column, target_column, feature_columns
+
+
+# ## Prepare the windows
+#
+# The model reads the features plus the hour of the day (as a point on a
+# circle). The series is split in time before anything is fitted, so the test
+# part lies entirely after the training part; the scaling is fitted on the
+# training part only (inside the model, by its `Normalization` layer).
+
+
+def add_hour_of_day(frame, time_column, feature_columns):
+    """Adds the hour of the day as sine and cosine columns."""
+    hours = frame[time_column].dt.hour + frame[time_column].dt.minute / 60
+    frame = frame.assign(
+        hour_sin=np.sin(2 * np.pi * hours / 24), hour_cos=np.cos(2 * np.pi * hours / 24)
+    )
+    return frame, [*feature_columns, "hour_sin", "hour_cos"]
+
+
+def split_in_time(frame, window, horizon):
+    """Splits the rows 70/15/15 in time order; each part must hold a window."""
+    needed = window + horizon
+    ends = np.cumsum([int(round(f * len(frame))) for f in SPLITS[:2]])
+    parts = np.split(np.arange(len(frame)), ends)
+    if min(len(part) for part in parts) < needed:
+        raise ValueError(
+            f"too few rows for the window: {len(frame)} rows split 70/15/15 "
+            f"leave {[len(p) for p in parts]}, but each part needs at least "
+            f"--window {window} + --horizon {horizon} = {needed}"
+        )
+    return [frame.iloc[part] for part in parts]
+
+
+def make_windows(part, feature_columns, target_column, window, horizon):
+    """Cuts a part into `(inputs, targets, last_values)`.
+
+    `inputs[k]` holds `window` consecutive readings, `targets[k]` the target
+    `horizon` readings after the last of them, and `last_values[k]` the
+    target at the last of them (the persistence forecast).
+    """
+    features = part[feature_columns].to_numpy("float32")
+    target = part[target_column].to_numpy("float32")
+    starts = np.arange(len(part) - window - horizon + 1)
+    inputs = np.stack([features[s : s + window] for s in starts])
+    return inputs, target[starts + window + horizon - 1], target[starts + window - 1]
+
+
+# ## The baselines
+#
+# Persistence forecasts the last observed value. The linear model is least
+# squares on the same window the network reads, fitted on the training part.
+
+
+def linear_forecast(train_inputs, train_targets, test_inputs):
+    mean = train_inputs.mean(axis=0)
+    std = train_inputs.std(axis=0) + 1e-6
+
+    def design(inputs):
+        flat = ((inputs - mean) / std).reshape(len(inputs), -1)
+        return np.hstack([flat, np.ones((len(inputs), 1), "float32")])
+
+    weights, *_ = np.linalg.lstsq(design(train_inputs), train_targets, rcond=None)
+    return design(test_inputs) @ weights
+
+
+# ## Build the model
+#
+# Readings in their own units go in, scaled by a `Normalization` layer holding
+# the training part's mean and variance; the forecast comes out in the
+# target's own units, through a `Rescaling` layer. So the exported model is
+# used on a phone with no preprocessing code.
+
+
+def build_model(input_shape, stats, units, recurrent="four_gate"):
+    mean, variance, target_mean, target_std = stats
+    rnn = FourGateLSTM(units) if recurrent == "four_gate" else keras.layers.LSTM(units)
+    model = keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Normalization(mean=mean, variance=variance),
+            rnn,
+            keras.layers.Dense(1),
+            keras.layers.Rescaling(scale=target_std, offset=target_mean),
+        ],
+        name=f"{recurrent}_forecaster",
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", metrics=["mae"])
+    return model
+
+
+def distribution_strategy(name):
+    """The `tf.distribute` strategy of `--distribute`."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "--distribute multiworker needs the TF_CONFIG environment "
+                "variable (the cluster and this worker's task); see the README"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def worker_index(strategy):
+    """This worker's index in a multi-worker cluster; 0 for the chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 0
+    if resolver.task_type == "chief":
+        return 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_id + int(has_chief)
+
+
+# ## Train, evaluate and export
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    common.quick_settings(args)
+    try:
+        strategy = distribution_strategy(args.distribute)
+        worker = worker_index(strategy)
+        frame, time_column, target_column, feature_columns = load_dataset(args)
+        if args.quick:
+            frame = frame.iloc[:QUICK_ROWS]
+        frame, feature_columns = add_hour_of_day(frame, time_column, feature_columns)
+        parts = split_in_time(frame, args.window, args.horizon)
+        output_dir = args.output_dir
+        if worker:
+            output_dir = output_dir.with_name(f"{output_dir.name}-worker{worker}")
+        output_dir = common.prepare_output_dir(output_dir, args.overwrite)
+    except common.INPUT_ERRORS as error:
+        common.exit_with_error(parser, error)
+    keras.utils.set_random_seed(args.seed)
+
+    train, val, test = (
+        make_windows(p, feature_columns, target_column, args.window, args.horizon)
+        for p in parts
+    )
+    train_features = parts[0][feature_columns].to_numpy("float32")
+    stats = (
+        train_features.mean(axis=0),
+        train_features.var(axis=0) + 1e-6,
+        float(train[1].mean()),
+        float(train[1].std()),
+    )
+    print(
+        f"{target_column} {args.horizon} step(s) ahead from {args.window}: "
+        f"{len(train[0])} training, {len(val[0])} validation, "
+        f"{len(test[0])} test windows of {len(feature_columns)} features"
+    )
+
+    models, histories, predictions = {}, {}, {}
+    kinds = ["four_gate"] + (["keras_lstm"] if args.compare_keras_lstm else [])
+    for kind in kinds:
+        keras.utils.set_random_seed(args.seed)
+        with strategy.scope():
+            model = build_model(train[0].shape[1:], stats, args.units, kind)
+        histories[kind] = common.train(model, train[:2], val[:2], args)
+        # Evaluate and export a copy outside the strategy's scope.
+        models[kind] = build_model(train[0].shape[1:], stats, args.units, kind)
+        models[kind].set_weights(model.get_weights())
+        predictions[kind] = models[kind].predict(test[0], verbose=0)[:, 0]
+
+    truth = test[1]
+    baselines = {
+        "persistence": test[2],
+        "linear": linear_forecast(train[0], train[1], test[0]),
+    }
+    mae = {name: float(np.mean(np.abs(p - truth))) for name, p in predictions.items()}
+    rmse = {
+        name: float(np.sqrt(np.mean((p - truth) ** 2)))
+        for name, p in predictions.items()
+    }
+    metrics = {
+        "test_mae": mae["four_gate"],
+        "test_rmse": rmse["four_gate"],
+        "persistence_mae": float(np.mean(np.abs(baselines["persistence"] - truth))),
+        "linear_mae": float(np.mean(np.abs(baselines["linear"] - truth))),
+    }
+    if args.compare_keras_lstm:
+        metrics["keras_lstm_test_mae"] = mae["keras_lstm"]
+        metrics["keras_lstm_test_rmse"] = rmse["keras_lstm"]
+    metrics.update(
+        target_column=target_column,
+        feature_columns=feature_columns,
+        window=args.window,
+        horizon=args.horizon,
+        units=args.units,
+        num_train=len(train[0]),
+        num_val=len(val[0]),
+        num_test=len(test[0]),
+        epochs_trained=len(histories["four_gate"].history["loss"]),
+        distribute=args.distribute,
+    )
+
+    model = models["four_gate"]
+    model.save(output_dir / "model.keras")
+    if worker == 0:
+        metrics.update(common.export_model(model, output_dir, streaming=True))
+        save_plots(args, output_dir, model, histories, test, predictions, baselines)
+    common.write_metrics(metrics, output_dir)
+    common.print_table(
+        f"Test MAE of {target_column} {args.horizon} step(s) ahead "
+        f"({len(truth)} windows)",
+        [
+            ("persistence", metrics["persistence_mae"]),
+            ("linear", metrics["linear_mae"]),
+            ("FourGateLSTM", metrics["test_mae"]),
+        ]
+        + (
+            [("keras.layers.LSTM", metrics["keras_lstm_test_mae"])]
+            if args.compare_keras_lstm
+            else []
+        ),
+    )
+    print(
+        f"\nWrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}"
+    )
+    return metrics
+
+
+def save_plots(args, output_dir, model, histories, test, predictions, baselines):
+    common.plot_history(histories, output_dir / "training_curves.png")
+    common.plot_forecast(
+        test[1],
+        {"FourGateLSTM": predictions["four_gate"], **baselines},
+        output_dir / "forecast.png",
+    )
+    layer = next(layer for layer in model.layers if isinstance(layer, FourGateLSTM))
+    scaled = model.layers[0](test[0][:1])
+    common.plot_gates(
+        trace_gates(layer, scaled),
+        output_dir / "gates.png",
+        f"Gate activations over the first test window ({args.window} steps)",
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,448 @@
+"""The text pipeline shared by the sentiment and topic examples.
+
+Reading a labelled CSV, a stratified seeded split, tokenisation with
+`tensorflow-text`, a vocabulary fitted on the training split, the model
+(embedding, `FourGateLSTM`, classifier), the SavedModel that takes raw
+strings, and the per-class metrics.
+"""
+
+import collections
+from pathlib import Path
+
+import common
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import trace_gates
+
+# Token ids: 0 pads (and is masked), 1 is a token not in the vocabulary.
+PAD, OOV = "[PAD]", "[UNK]"
+
+
+def read_labelled_csv(path, text_column="text", label_column="label"):
+    """Reads `(texts, labels)` from a CSV, checking the columns and classes.
+
+    Args:
+        path: The CSV file.
+        text_column: The column of texts.
+        label_column: The column of class labels (strings or numbers).
+
+    Returns:
+        Two NumPy arrays: the texts (`str`) and the labels as strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--csv: no such file: {path}")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for flag, column in (
+        ("--text-column", text_column),
+        ("--label-column", label_column),
+    ):
+        if column not in frame.columns:
+            raise ValueError(
+                f"{flag}: {path} has no column {column!r}; its columns are "
+                f"{list(frame.columns)}"
+            )
+    frame = frame[frame[label_column].str.strip() != ""]
+    return frame[text_column].to_numpy(str), frame[label_column].to_numpy(str)
+
+
+def encode_labels(labels, *, exactly=None):
+    """Maps labels to ints `0..n-1` in sorted order of the class names.
+
+    Args:
+        labels: Array of class names.
+        exactly: If given, the number of classes the task needs.
+
+    Returns:
+        `(ids, classes)`: int32 ids and the sorted class names.
+    """
+    classes, ids = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(
+            f"the label column must hold at least 2 classes, got {len(classes)}: "
+            f"{list(classes)}"
+        )
+    if exactly is not None and len(classes) != exactly:
+        raise ValueError(
+            f"the label column must hold exactly {exactly} classes, got "
+            f"{len(classes)}: {list(classes)[:10]}"
+        )
+    return ids.astype("int32"), [str(c) for c in classes]
+
+
+def stratified_split(labels, fractions, seed):
+    """Splits indices into parts of the given fractions, class by class.
+
+    Args:
+        labels: Int class ids.
+        fractions: Fractions of the parts after the first, e.g. `(0.1, 0.2)`
+            for 70 % / 10 % / 20 %.
+        seed: Seed of the shuffle.
+
+    Returns:
+        A list of sorted index arrays, one per part (first the remainder).
+    """
+    rng = np.random.default_rng(seed)
+    parts = [[] for _ in range(len(fractions) + 1)]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        counts = [int(round(f * len(members))) for f in fractions]
+        start = 0
+        for part, count in zip(parts[1:], counts):
+            part.extend(members[start : start + count])
+            start += count
+        parts[0].extend(members[start:])
+    return [np.sort(np.array(part, dtype="int64")) for part in parts]
+
+
+def stratified_sample(labels, size, seed):
+    """Sorted indices of about `size` samples, the classes in proportion."""
+    if size >= len(labels):
+        return np.arange(len(labels))
+    _, sample = stratified_split(labels, (size / len(labels),), seed)
+    return sample
+
+
+class TextVectorizer:
+    """Strings to fixed-length int32 token ids, in the TensorFlow graph.
+
+    Normalises with Unicode NFKC and case folding (`tensorflow-text`), splits
+    with `UnicodeScriptTokenizer` (words and punctuation apart), looks tokens
+    up in the vocabulary (0 pads, 1 is unknown), cuts or pads to
+    `sequence_length`.
+
+    Args:
+        vocabulary: The tokens, most frequent first, without `[PAD]`/`[UNK]`.
+        sequence_length: The number of token ids per text.
+    """
+
+    def __init__(self, vocabulary, sequence_length):
+        self.vocabulary = list(vocabulary)
+        self.sequence_length = int(sequence_length)
+        self.lookup = keras.layers.StringLookup(
+            vocabulary=self.vocabulary, mask_token="", num_oov_indices=1
+        )
+        self.tokenizer = tf_text.UnicodeScriptTokenizer()
+
+    @property
+    def vocabulary_size(self):
+        """The number of token ids, `[PAD]` and `[UNK]` included."""
+        return len(self.vocabulary) + 2
+
+    @classmethod
+    def adapt(cls, texts, max_tokens, sequence_length=None, batch_size=1024):
+        """Builds a vectorizer from the training texts only.
+
+        Args:
+            texts: The training texts.
+            max_tokens: Keep at most this many ids, `[PAD]`/`[UNK]` included.
+            sequence_length: Ids per text; `None` takes the 95th percentile
+                of the training texts' lengths (at least 8, at most 256).
+            batch_size: Texts tokenised at once.
+
+        Returns:
+            A `TextVectorizer`.
+        """
+        counts = collections.Counter()
+        lengths = []
+        for start in range(0, len(texts), batch_size):
+            tokens = tokenize(tf.constant(texts[start : start + batch_size]))
+            lengths.extend(tokens.row_lengths().numpy().tolist())
+            counts.update(t.decode("utf-8") for t in tokens.flat_values.numpy())
+        counts.pop("", None)
+        vocabulary = [t for t, _ in counts.most_common(max_tokens - 2)]
+        if sequence_length is None:
+            sequence_length = int(np.clip(np.percentile(lengths, 95), 8, 256))
+        return cls(vocabulary, sequence_length)
+
+    def __call__(self, texts):
+        """Returns int32 ids of shape `(len(texts), sequence_length)`."""
+        tokens = tokenize(texts)
+        ids = tokens.with_flat_values(
+            tf.cast(self.lookup(tokens.flat_values), tf.int32)
+        )
+        return ids.to_tensor(default_value=0, shape=[None, self.sequence_length])
+
+    def transform(self, texts, batch_size=1024):
+        """`__call__` over a NumPy array of texts, in batches."""
+        return np.concatenate(
+            [
+                self(tf.constant(texts[start : start + batch_size])).numpy()
+                for start in range(0, len(texts), batch_size)
+            ]
+        )
+
+    def save_vocabulary(self, path):
+        """Writes one token per line; the line number is the token id."""
+        Path(path).write_text("\n".join([PAD, OOV, *self.vocabulary]) + "\n")
+
+
+def tokenize(texts):
+    """Normalised tokens of a batch of strings, as a `tf.RaggedTensor`."""
+    texts = tf_text.case_fold_utf8(tf_text.normalize_utf8(texts, "NFKC"))
+    return tf_text.UnicodeScriptTokenizer().tokenize(texts)
+
+
+def build_text_model(
+    vocabulary_size, sequence_length, num_classes, units, recurrent="four_gate"
+):
+    """Embedding (0 masked), one recurrent layer and the classifier.
+
+    Args:
+        vocabulary_size: The number of token ids.
+        sequence_length: Token ids per text.
+        num_classes: 2 gives one sigmoid output; more give a softmax.
+        units: The recurrent layer's size (the embedding has the same).
+        recurrent: `"four_gate"` (`FourGateLSTM`) or `"keras_lstm"`
+            (`keras.layers.LSTM` of the same size).
+
+    Returns:
+        A compiled Keras model taking int32 ids `(batch, sequence_length)`.
+    """
+    rnn = FourGateLSTM(units) if recurrent == "four_gate" else keras.layers.LSTM(units)
+    binary = num_classes == 2
+    model = keras.Sequential(
+        [
+            keras.Input((sequence_length,), dtype="int32"),
+            keras.layers.Embedding(vocabulary_size, units, mask_zero=True),
+            rnn,
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(
+                1 if binary else num_classes,
+                activation="sigmoid" if binary else "softmax",
+            ),
+        ],
+        name=f"{recurrent}_text_classifier",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def predict_classes(model, ids):
+    """The predicted class ids of `model` on token ids."""
+    probabilities = model.predict(ids, verbose=0)
+    if probabilities.shape[-1] == 1:
+        return (probabilities[:, 0] > 0.5).astype("int32")
+    return probabilities.argmax(axis=-1).astype("int32")
+
+
+def confusion_matrix(true, predicted, num_classes):
+    """Counts: row is the true class, column the predicted one."""
+    matrix = np.zeros((num_classes, num_classes), dtype="int64")
+    np.add.at(matrix, (true, predicted), 1)
+    return matrix
+
+
+def per_class_report(matrix, classes):
+    """Precision, recall and support per class from a confusion matrix."""
+    report = {}
+    for k, name in enumerate(classes):
+        predicted, actual = matrix[:, k].sum(), matrix[k, :].sum()
+        report[name] = {
+            "precision": float(matrix[k, k] / predicted) if predicted else 0.0,
+            "recall": float(matrix[k, k] / actual) if actual else 0.0,
+            "support": int(actual),
+        }
+    return report
+
+
+def export_string_saved_model(model, vectorizer, path):
+    """Writes a SavedModel whose `serving_default` takes raw strings.
+
+    Tokenisation runs inside the graph, so a server sends the text itself.
+
+    Args:
+        model: The trained model taking token ids.
+        vectorizer: The `TextVectorizer` it was trained with.
+        path: The SavedModel folder (replaced if it exists).
+
+    Returns:
+        The path.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(vectorizer.lookup)
+
+    def serve(texts):
+        return model(vectorizer(texts), training=False)
+
+    archive.add_endpoint(
+        "serving_default",
+        serve,
+        input_signature=[tf.TensorSpec([None], tf.string, name="texts")],
+    )
+    archive.write_out(str(path), verbose=False)
+    return Path(path)
+
+
+def run(args, splits, title, *, max_tokens=20000):
+    """Trains, evaluates and exports a text classifier; returns its metrics.
+
+    Args:
+        args: The parsed command line of the example.
+        splits: Dict `train`, `val`, `test` of `(texts, label_ids)`.
+        title: What the table of results is about.
+        max_tokens: The largest vocabulary, `[PAD]`/`[UNK]` included.
+
+    Returns:
+        The dict written to `metrics.json`.
+    """
+    classes = args.classes
+    output_dir = args.output_dir
+    keras.utils.set_random_seed(args.seed)
+
+    # The vocabulary and the sequence length come from the training split only.
+    vectorizer = TextVectorizer.adapt(splits["train"][0], max_tokens, args.max_length)
+    ids = {name: vectorizer.transform(texts) for name, (texts, _) in splits.items()}
+    labels = {name: y for name, (_, y) in splits.items()}
+    print(
+        f"{len(ids['train'])} training, {len(ids['val'])} validation, "
+        f"{len(ids['test'])} test texts; {len(classes)} classes; vocabulary "
+        f"{vectorizer.vocabulary_size}; {vectorizer.sequence_length} tokens per text"
+    )
+
+    models, histories, accuracy = {}, {}, {}
+    kinds = ["four_gate"] + (["keras_lstm"] if args.compare_keras_lstm else [])
+    for kind in kinds:
+        keras.utils.set_random_seed(args.seed)
+        model = build_text_model(
+            vectorizer.vocabulary_size,
+            vectorizer.sequence_length,
+            len(classes),
+            args.units,
+            kind,
+        )
+        histories[kind] = common.train(
+            model, (ids["train"], labels["train"]), (ids["val"], labels["val"]), args
+        )
+        predicted = predict_classes(model, ids["test"])
+        accuracy[kind] = float(np.mean(predicted == labels["test"]))
+        models[kind] = model
+        if kind == "four_gate":
+            test_predictions = predicted
+
+    # The majority baseline: the most frequent training class, on the test split.
+    majority = np.bincount(labels["train"], minlength=len(classes)).argmax()
+    matrix = confusion_matrix(labels["test"], test_predictions, len(classes))
+    metrics = {
+        "test_accuracy": accuracy["four_gate"],
+        "majority_baseline_accuracy": float(np.mean(labels["test"] == majority)),
+    }
+    if args.compare_keras_lstm:
+        metrics["keras_lstm_test_accuracy"] = accuracy["keras_lstm"]
+    metrics.update(
+        num_train=len(ids["train"]),
+        num_val=len(ids["val"]),
+        num_test=len(ids["test"]),
+        classes=classes,
+        per_class=per_class_report(matrix, classes),
+        confusion_matrix=matrix.tolist(),
+        vocabulary_size=vectorizer.vocabulary_size,
+        sequence_length=vectorizer.sequence_length,
+        units=args.units,
+        epochs_trained=len(histories["four_gate"].history["loss"]),
+    )
+
+    # Export: the SavedModel takes raw strings; the TFLite file takes token
+    # ids of fixed length, with the vocabulary beside it.
+    model = models["four_gate"]
+    model.save(output_dir / "model.keras")
+    saved_model = export_string_saved_model(
+        model, vectorizer, output_dir / "saved_model"
+    )
+    served = tf.saved_model.load(str(saved_model)).signatures["serving_default"](
+        tf.constant(splits["test"][0][:8])
+    )
+    metrics["saved_model"] = str(saved_model)
+    metrics["saved_model_max_abs_diff"] = float(
+        np.max(
+            np.abs(
+                next(iter(served.values())).numpy()
+                - model.predict(ids["test"][:8], verbose=0)
+            )
+        )
+    )
+    metrics.update(common.export_model(model, output_dir, saved_model=False))
+    vectorizer.save_vocabulary(output_dir / "vocabulary.txt")
+
+    common.plot_history(histories, output_dir / "training_curves.png")
+    common.plot_confusion_matrix(matrix, classes, output_dir / "confusion_matrix.png")
+    example = ids["test"][:1]
+    length = int(np.sum(example != 0))
+    trace = trace_gates(
+        model.get_layer(index=1),
+        model.layers[0](example),
+        mask=example != 0,
+    )
+    common.plot_gates(
+        {name: values[:, :length] for name, values in trace.items()},
+        output_dir / "gates.png",
+        f"Gate activations over the {length} tokens of one test text",
+    )
+    common.write_metrics(metrics, output_dir)
+
+    common.print_table(
+        f"Test accuracy, {title} ({len(ids['test'])} texts)",
+        [
+            ("majority class", metrics["majority_baseline_accuracy"]),
+            ("FourGateLSTM", metrics["test_accuracy"]),
+        ]
+        + (
+            [("keras.layers.LSTM", metrics["keras_lstm_test_accuracy"])]
+            if args.compare_keras_lstm
+            else []
+        ),
+    )
+    common.print_table(
+        "Per class on the test split: precision / recall",
+        [
+            (name, f"{row['precision']:.3f} / {row['recall']:.3f}")
+            for name, row in metrics["per_class"].items()
+        ],
+    )
+    print(
+        f"\nWrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}"
+    )
+    return metrics
+
+
+def add_text_arguments(parser):
+    """Adds the flags of the text examples to `parser`."""
+    parser.add_argument("--text-column", default="text", help="with --csv")
+    parser.add_argument("--label-column", default="label", help="with --csv")
+    parser.add_argument(
+        "--max-length",
+        type=common._positive_int,
+        default=None,
+        help="tokens per text (default: the 95th percentile of the training texts)",
+    )
+
+
+def split_csv(args, *, exactly=None):
+    """Reads `--csv` and splits it 70/10/20, stratified and seeded."""
+    texts, labels = read_labelled_csv(args.csv, args.text_column, args.label_column)
+    ids, args.classes = encode_labels(labels, exactly=exactly)
+    parts = stratified_split(ids, (0.1, 0.2), args.seed)
+    return {
+        name: (texts[part], ids[part])
+        for name, part in zip(("train", "val", "test"), parts)
+    }
+
+
+def quick_subsample(splits, seed):
+    """Keeps a few hundred training texts (and fewer to validate and test)."""
+    sizes = {"train": common.QUICK_SAMPLES, "val": common.QUICK_SAMPLES // 4}
+    sizes["test"] = sizes["val"]
+    return {
+        name: tuple(a[stratified_sample(y, sizes[name], seed)] for a in (x, y))
+        for name, (x, y) in splits.items()
+    }

@@ -1,0 +1,393 @@
+"""Tests for the three example scripts in `examples/`.
+
+Bad input and the data loaders are tested without training. Each example
+then runs end to end once in `--quick` mode, in this process: the text
+examples on the real CSVs of `../shared/data`, the temperature example on its
+embedded data. The download paths run `keras.utils.get_file` on small
+archives built here in the canonical layouts, served from `file://` URLs or a
+pre-filled cache.
+"""
+
+import io
+import json
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "examples"))
+
+import sentiment  # noqa: E402
+import temperature  # noqa: E402
+import text_classification  # noqa: E402
+import text_pipeline  # noqa: E402
+
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason="../shared/data is not next to the repository"
+)
+
+
+def run_bad(main, argv, capsys):
+    """Runs an example expected to refuse its input; returns stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code != 0
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    return error
+
+
+# Bad input: one line, non-zero exit, before any training.
+
+
+@pytest.fixture
+def weather_csv(tmp_path):
+    hours = pd.date_range("2020-01-01", periods=400, freq="h")
+    frame = pd.DataFrame(
+        {
+            "time": hours,
+            "temp": np.sin(np.arange(400) / 10.0),
+            "humidity": np.cos(np.arange(400) / 7.0),
+            "station": "A",
+        }
+    )
+    path = tmp_path / "weather.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def csv_args(path, tmp_path, *more):
+    return [
+        "--csv",
+        str(path),
+        "--time-column",
+        "time",
+        "--target-column",
+        "temp",
+        "--output-dir",
+        str(tmp_path / "out"),
+        *more,
+    ]
+
+
+def test_temperature_missing_file_is_one_line_error(tmp_path, capsys):
+    error = run_bad(temperature.main, csv_args(tmp_path / "nope.csv", tmp_path), capsys)
+    assert "no such file" in error and "nope.csv" in error
+
+
+def test_temperature_missing_column_is_one_line_error(weather_csv, tmp_path, capsys):
+    argv = csv_args(weather_csv, tmp_path, "--feature-columns", "pressure")
+    error = run_bad(temperature.main, argv, capsys)
+    assert "'pressure'" in error and "humidity" in error
+
+
+def test_temperature_non_numeric_target_is_one_line_error(
+    weather_csv, tmp_path, capsys
+):
+    argv = csv_args(weather_csv, tmp_path)
+    argv[argv.index("temp")] = "station"
+    error = run_bad(temperature.main, argv, capsys)
+    assert "'station'" in error and "numeric" in error
+
+
+def test_temperature_too_few_rows_for_the_window(weather_csv, tmp_path, capsys):
+    error = run_bad(
+        temperature.main, csv_args(weather_csv, tmp_path, "--window", "200"), capsys
+    )
+    assert "too few rows" in error and "200" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_multiworker_without_tf_config_is_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    argv = ["--distribute", "multiworker", "--output-dir", str(tmp_path / "out")]
+    assert "TF_CONFIG" in run_bad(temperature.main, argv, capsys)
+
+
+@pytest.mark.parametrize("main", [temperature.main, sentiment.main])
+def test_previous_run_is_not_overwritten(main, tmp_path, capsys):
+    previous = tmp_path / "out" / "metrics.json"
+    previous.parent.mkdir()
+    previous.write_text("{}")
+    error = run_bad(main, ["--output-dir", str(previous.parent)], capsys)
+    assert "--overwrite" in error
+    assert previous.read_text() == "{}"
+
+
+@pytest.fixture
+def text_csv(tmp_path):
+    def write(labels, columns=("text", "label")):
+        frame = pd.DataFrame(
+            {columns[0]: [f"review number {k}" for k in range(len(labels))]}
+        )
+        frame[columns[1]] = labels
+        path = tmp_path / "texts.csv"
+        frame.to_csv(path, index=False)
+        return path
+
+    return write
+
+
+@pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
+def test_text_missing_file_is_one_line_error(main, tmp_path, capsys):
+    argv = ["--csv", str(tmp_path / "nope.csv"), "--output-dir", str(tmp_path / "o")]
+    assert "nope.csv" in run_bad(main, argv, capsys)
+
+
+@pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
+def test_text_missing_column_is_one_line_error(main, text_csv, tmp_path, capsys):
+    path = text_csv(["a", "b"] * 5, columns=("body", "label"))
+    argv = ["--csv", str(path), "--output-dir", str(tmp_path / "o")]
+    error = run_bad(main, argv, capsys)
+    assert "--text-column" in error and "'text'" in error and "body" in error
+
+
+@pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
+def test_text_single_class_is_one_line_error(main, text_csv, tmp_path, capsys):
+    argv = ["--csv", str(text_csv(["good"] * 10)), "--output-dir", str(tmp_path / "o")]
+    assert "at least 2 classes" in run_bad(main, argv, capsys)
+
+
+def test_sentiment_needs_exactly_two_classes(text_csv, tmp_path, capsys):
+    path = text_csv(["a", "b", "c"] * 5)
+    argv = ["--csv", str(path), "--output-dir", str(tmp_path / "o")]
+    assert "exactly 2 classes" in run_bad(sentiment.main, argv, capsys)
+
+
+# The pieces of the pipelines, against independent computations.
+
+
+def test_windows_hold_the_past_and_the_target_horizon_ahead():
+    frame = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) * 10})
+    inputs, targets, last = temperature.make_windows(frame, ["a", "b"], "a", 4, 3)
+    assert inputs.shape == (20 - 4 - 3 + 1, 4, 2)
+    for k in range(len(inputs)):
+        np.testing.assert_array_equal(inputs[k, :, 0], np.arange(k, k + 4))
+        assert targets[k] == k + 4 + 3 - 1
+        assert last[k] == k + 3
+
+
+def test_split_in_time_is_chronological_and_complete():
+    frame = pd.DataFrame({"t": np.arange(1000)})
+    train, val, test = temperature.split_in_time(frame, 48, 1)
+    assert (len(train), len(val), len(test)) == (700, 150, 150)
+    assert train["t"].max() < val["t"].min() and val["t"].max() < test["t"].min()
+
+
+def test_linear_baseline_recovers_a_linear_series():
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(300, 5, 2)).astype("float32")
+    weights = rng.normal(size=(5, 2))
+    targets = np.einsum("nwf,wf->n", inputs, weights) + 3.0
+    forecast = temperature.linear_forecast(inputs[:200], targets[:200], inputs[200:])
+    np.testing.assert_allclose(forecast, targets[200:], atol=1e-3)
+
+
+def test_stratified_split_keeps_class_proportions_and_is_seeded():
+    labels = np.repeat([0, 1, 2], [500, 300, 200])
+    parts = text_pipeline.stratified_split(labels, (0.1, 0.2), seed=3)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+    for part, fraction in zip(parts, (0.7, 0.1, 0.2)):
+        counts = np.bincount(labels[part], minlength=3)
+        np.testing.assert_allclose(counts, fraction * np.array([500, 300, 200]), atol=1)
+    again = text_pipeline.stratified_split(labels, (0.1, 0.2), seed=3)
+    other = text_pipeline.stratified_split(labels, (0.1, 0.2), seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    assert not np.array_equal(parts[2], other[2])
+
+
+def test_vectorizer_vocabulary_comes_from_training_texts_only():
+    train = np.array(["The cat sat.", "the CAT ran", "a dog sat"])
+    vectorizer = text_pipeline.TextVectorizer.adapt(train, max_tokens=100)
+    assert "cat" in vectorizer.vocabulary and "CAT" not in vectorizer.vocabulary
+    assert vectorizer.vocabulary[:2] == ["cat", "sat"] or vectorizer.vocabulary[:2] == [
+        "the",
+        "cat",
+    ]
+    ids = vectorizer.transform(np.array(["the zebra sat", "cat"]))
+    assert ids.shape == (2, vectorizer.sequence_length)
+    index = {token: k + 2 for k, token in enumerate(vectorizer.vocabulary)}
+    assert ids[0, :3].tolist() == [index["the"], 1, index["sat"]]
+    assert ids[1, 0] == index["cat"] and not ids[1, 1:].any()
+
+
+def test_per_class_report_matches_direct_counts():
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 3, 200)
+    predicted = np.where(rng.random(200) < 0.7, true, rng.integers(0, 3, 200))
+    matrix = text_pipeline.confusion_matrix(true, predicted, 3)
+    report = text_pipeline.per_class_report(matrix, ["a", "b", "c"])
+    for k, name in enumerate("abc"):
+        hits = np.sum((true == k) & (predicted == k))
+        assert report[name]["precision"] == pytest.approx(hits / np.sum(predicted == k))
+        assert report[name]["recall"] == pytest.approx(hits / np.sum(true == k))
+        assert report[name]["support"] == np.sum(true == k)
+
+
+# The download paths, on tiny archives in the canonical layouts.
+
+
+def make_imdb_tarball(path):
+    reviews = {
+        ("train", "pos"): ["A wonderful film.", "Loved it <br />so much."],
+        ("train", "neg"): ["Dull and slow.", "I want my time back."],
+        ("test", "pos"): ["Great acting."],
+        ("test", "neg"): ["Terrible plot.", "Awful."],
+    }
+    with tarfile.open(path, "w:gz") as archive:
+        for (split, label), texts in reviews.items():
+            for k, text in enumerate(texts):
+                data = text.encode()
+                info = tarfile.TarInfo(f"aclImdb/{split}/{label}/{k}_7.txt")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return reviews
+
+
+def test_imdb_downloads_and_reads_the_canonical_tarball(tmp_path):
+    reviews = make_imdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
+    splits = sentiment.load_imdb(
+        cache_dir=tmp_path / "cache",
+        origin=(tmp_path / "aclImdb_v1.tar.gz").as_uri(),
+    )
+    for split in ("train", "test"):
+        texts, labels = splits[split]
+        expected = reviews[(split, "neg")] + reviews[(split, "pos")]
+        assert sorted(texts.tolist()) == sorted(expected)
+        for text, label in zip(texts, labels):
+            assert text in reviews[(split, ("neg", "pos")[label])]
+
+
+def test_sentiment_default_data_comes_from_a_prefilled_cache(tmp_path):
+    cache = tmp_path / "cache" / "datasets"
+    cache.mkdir(parents=True)
+    make_imdb_tarball(cache / "aclImdb_v1.tar.gz")
+    args = SimpleNamespace(csv=None, cache_dir=tmp_path / "cache", seed=0)
+    splits = sentiment.load_dataset(args)
+    assert args.classes == ["negative", "positive"]
+    assert len(splits["train"][0]) + len(splits["val"][0]) == 4
+    assert sorted(splits["test"][1].tolist()) == [0, 0, 1]
+
+
+def test_ag_news_downloads_and_reads_the_canonical_csvs(tmp_path):
+    rows = {
+        "train": [(3, "Stocks up", "Markets rally."), (2, "Cup final", "A win.")],
+        "test": [(1, "Summit", 'Leaders meet, "at last".'), (4, "New chip", "Fast.")],
+    }
+    for split, items in rows.items():
+        pd.DataFrame(items).to_csv(tmp_path / f"{split}.csv", header=False, index=False)
+    origin = (tmp_path / "train.csv").as_uri().replace("train.csv", "{split}.csv")
+    splits = text_classification.load_ag_news(tmp_path / "cache", origin=origin)
+    for split, items in rows.items():
+        texts, labels = splits[split]
+        assert texts.tolist() == [f"{title}. {body}" for _, title, body in items]
+        assert labels.tolist() == [c - 1 for c, _, _ in items]
+    assert text_classification.CLASSES[splits["test"][1][0]] == "World"
+
+
+def test_jena_downloads_the_zip_and_keeps_hourly_readings(tmp_path):
+    times = pd.date_range("2009-01-01 00:10", periods=30, freq="10min")
+    frame = pd.DataFrame(
+        {
+            "Date Time": times.strftime("%d.%m.%Y %H:%M:%S"),
+            "p (mbar)": np.linspace(990, 1000, 30),
+            "T (degC)": np.arange(30.0),
+        }
+    )
+    archive = tmp_path / "jena_climate_2009_2016.csv.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("jena_climate_2009_2016.csv", frame.to_csv(index=False))
+    hourly, time_column, target, features = temperature.load_jena(
+        tmp_path / "cache", origin=archive.as_uri()
+    )
+    on_the_hour = times.minute == 0
+    assert (time_column, target) == ("Date Time", "T (degC)")
+    assert features == ["p (mbar)", "T (degC)"]
+    np.testing.assert_array_equal(hourly[target], np.arange(30.0)[on_the_hour])
+    assert (hourly[time_column].dt.minute == 0).all()
+
+
+# End to end, in --quick mode.
+
+
+def test_temperature_quick_run_writes_everything(tmp_path):
+    out = tmp_path / "run"
+    metrics = temperature.main(
+        ["--quick", "--compare-keras-lstm", "--units", "8", "--output-dir", str(out)]
+    )
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for key in ("test_mae", "test_rmse", "persistence_mae", "linear_mae"):
+        assert np.isfinite(saved[key]) and saved[key] >= 0
+    assert saved["test_rmse"] >= saved["test_mae"]
+    assert np.isfinite(saved["keras_lstm_test_mae"])
+    for name in ("model.keras", "model.tflite", "training_curves.png", "forecast.png"):
+        assert (out / name).is_file(), name
+    assert (out / "gates.png").stat().st_size > 1000
+    assert saved["tflite_max_abs_diff"] < 1e-3
+    assert not any("Flex" in op for op in saved["tflite_ops"])
+
+
+@needs_shared_data
+def test_sentiment_quick_run_serves_raw_strings(tmp_path):
+    out = tmp_path / "run"
+    metrics = sentiment.main(
+        [
+            "--quick",
+            "--compare-keras-lstm",
+            "--units",
+            "8",
+            "--csv",
+            str(SHARED_DATA / "rotten_tomatoes_snippets.csv"),
+            "--output-dir",
+            str(out),
+        ]
+    )
+    assert metrics["classes"] == ["negative", "positive"]
+    for key in (
+        "test_accuracy",
+        "majority_baseline_accuracy",
+        "keras_lstm_test_accuracy",
+    ):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert (
+        sum(metrics["confusion_matrix"][0]) + sum(metrics["confusion_matrix"][1])
+        == metrics["num_test"]
+    )
+    # The SavedModel takes the text itself.
+    serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    scores = next(iter(serve(tf.constant(["A joy.", "Dreadful, dull."])).values()))
+    assert scores.shape == (2, 1)
+    assert np.all((scores.numpy() >= 0) & (scores.numpy() <= 1))
+    assert metrics["saved_model_max_abs_diff"] < 1e-5
+    vocabulary = (out / "vocabulary.txt").read_text().splitlines()
+    assert vocabulary[:2] == ["[PAD]", "[UNK]"]
+    assert len(vocabulary) == metrics["vocabulary_size"]
+    assert (out / "model.tflite").is_file() and metrics["tflite_max_abs_diff"] < 1e-4
+    assert (out / "confusion_matrix.png").is_file()
+
+
+@needs_shared_data
+def test_text_classification_quick_run_reports_every_class(tmp_path):
+    out = tmp_path / "run"
+    csv_path = SHARED_DATA / "ag_news_test.csv"
+    metrics = text_classification.main(
+        ["--quick", "--units", "8", "--csv", str(csv_path), "--output-dir", str(out)]
+    )
+    labels = pd.read_csv(csv_path)["label"]
+    assert metrics["classes"] == sorted(labels.unique())
+    assert set(metrics["per_class"]) == set(metrics["classes"])
+    supports = [row["support"] for row in metrics["per_class"].values()]
+    assert sum(supports) == metrics["num_test"]
+    # AG News is balanced, so the majority class is right on a quarter.
+    assert metrics["majority_baseline_accuracy"] == pytest.approx(0.25, abs=0.02)
+    for name in ("model.keras", "model.tflite", "confusion_matrix.png", "gates.png"):
+        assert (out / name).is_file(), name
