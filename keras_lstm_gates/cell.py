@@ -116,7 +116,7 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
     >>> import keras, numpy as np
     >>> from keras_lstm_gates import FourGateLSTMCell
     >>> layer = keras.layers.RNN(FourGateLSTMCell(8))
-    >>> layer(np.zeros((2, 5, 3), "float32")).shape
+    >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
     (2, 8)
     """
 
