@@ -1,0 +1,635 @@
+"""Tests for `export_tflite` and `export_saved_model`.
+
+The reference is the Keras model itself: each exported file runs in the
+LiteRT interpreter (through `TFLiteModel`) on inputs drawn in the test, and
+its outputs are compared with the Keras model's on the same inputs.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import FourGateLSTMCell
+from keras_lstm_gates import TFLiteModel
+from keras_lstm_gates import export as export_module
+from keras_lstm_gates import export_saved_model
+from keras_lstm_gates import export_tflite
+from keras_lstm_gates.tflite import tflite_ops
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIME, FEATURES, BATCH = 7, 3, 2
+FLOAT_TOLERANCE = 1e-5
+# Quantized parity, relative to max(1, max |Keras output|); see the README's
+# Deploy section for why each bound holds.
+QUANTIZED_TOLERANCE = {"float16": 1e-3, "dynamic": 2e-2, "int8": 6e-2}
+
+
+def _sequences(batch=BATCH, time=TIME, seed=0):
+    return (
+        np.random.default_rng(seed)
+        .standard_normal((batch, time, FEATURES))
+        .astype("float32")
+    )
+
+
+def _token_ids(batch, time, vocab, seed=0):
+    """Token ids in [1, vocab) followed by 0-padding of varying length."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab, size=(batch, time))
+    for row, length in enumerate([1, time // 2, time][:batch]):
+        ids[row, length:] = 0
+    return ids.astype("int32")
+
+
+def _keras(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def _stream(tflite, x):
+    """Feeds `x` to the `step` signature one step at a time."""
+    states = tflite.initial_states()
+    outputs = []
+    for t in range(x.shape[1]):
+        y, states = tflite.step(x[:, t], states)
+        outputs.append(y)
+    return outputs
+
+
+def _randomize(model, seed=0):
+    """Weights and biases far from their initial values, for a stronger test."""
+    rng = np.random.default_rng(seed)
+    model.set_weights(
+        [rng.uniform(-0.8, 0.8, w.shape).astype(w.dtype) for w in model.get_weights()]
+    )
+    return model
+
+
+def _single(use_gate):
+    return _randomize(
+        keras.Sequential(
+            [
+                keras.Input((TIME, FEATURES)),
+                FourGateLSTM(6, use_gate=use_gate),
+                keras.layers.Dense(2),
+            ]
+        )
+    )
+
+
+def _stacked():
+    return _randomize(
+        keras.Sequential(
+            [
+                keras.Input((TIME, FEATURES)),
+                FourGateLSTM(5, return_sequences=True),
+                keras.layers.Dropout(0.5),
+                FourGateLSTM(4, use_gate="classic"),
+                keras.layers.Dense(3, activation="relu"),
+                keras.layers.Dense(1),
+            ]
+        )
+    )
+
+
+def _sequence_output():
+    inputs = keras.Input((TIME, FEATURES))
+    hidden = keras.layers.Dense(4, activation="tanh")(inputs)
+    hidden = keras.layers.RNN(FourGateLSTMCell(5), return_sequences=True)(hidden)
+    outputs = keras.layers.TimeDistributed(keras.layers.Dense(2))(hidden)
+    return _randomize(keras.Model(inputs, outputs))
+
+
+def _text(vocab=30):
+    return _randomize(
+        keras.Sequential(
+            [
+                keras.Input((TIME,), dtype="int32"),
+                keras.layers.Embedding(vocab, 4, mask_zero=True),
+                FourGateLSTM(6, return_sequences=True),
+                FourGateLSTM(5),
+                keras.layers.Dense(2),
+            ]
+        )
+    )
+
+
+FLOAT_MODELS = {
+    "single_projected": lambda: _single("projected"),
+    "single_classic": lambda: _single("classic"),
+    "stacked": _stacked,
+    "return_sequences": _sequence_output,
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Each float model exported once (with `step`), shared by the tests."""
+    directory = tmp_path_factory.mktemp("float")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            keras.utils.set_random_seed(7)
+            model = FLOAT_MODELS[name]()
+            path = directory / f"{name}.tflite"
+            report = export_tflite(model, path, batch_size=BATCH, streaming=True)
+            cache[name] = (model, report, TFLiteModel(path))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def text_export(tmp_path_factory):
+    keras.utils.set_random_seed(7)
+    model = _text()
+    path = tmp_path_factory.mktemp("text") / "text.tflite"
+    report = export_tflite(model, path, batch_size=3, streaming=True)
+    return model, report, TFLiteModel(path)
+
+
+# Float32 parity.
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT_MODELS))
+def test_whole_sequence_matches_keras(exported, name):
+    model, report, tflite = exported(name)
+    x = _sequences(seed=11)
+    diff = np.max(np.abs(tflite(x) - _keras(model, x)))
+    assert diff <= FLOAT_TOLERANCE
+    assert report.max_abs_diff <= FLOAT_TOLERANCE
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT_MODELS))
+def test_step_by_step_matches_whole_sequence(exported, name):
+    model, report, tflite = exported(name)
+    x = _sequences(seed=12)
+    expected = _keras(model, x)
+    outputs = _stream(tflite, x)
+    if expected.ndim == 3:  # a sequence output: every step is checked
+        np.testing.assert_allclose(np.stack(outputs, 1), expected, atol=FLOAT_TOLERANCE)
+    else:  # after t steps, the output of the sequence's first t steps
+        np.testing.assert_allclose(outputs[-1], expected, atol=FLOAT_TOLERANCE)
+        prefix = _keras_on_prefix(model, x, 3)
+        np.testing.assert_allclose(outputs[2], prefix, atol=FLOAT_TOLERANCE)
+    assert report.step_max_abs_diff <= FLOAT_TOLERANCE
+
+
+def _keras_on_prefix(model, x, length):
+    """The model's output on the first `length` steps (a same-weight copy
+    with a shorter input)."""
+    copy = keras.Sequential(
+        [keras.Input((length, FEATURES))] + [layer for layer in model.layers]
+    )
+    return _keras(copy, x[:, :length])
+
+
+def test_step_signature_names_every_state(exported):
+    model, report, tflite = exported("stacked")
+    recurrent = [
+        layer.name for layer in model.layers if isinstance(layer, FourGateLSTM)
+    ]
+    expected_states = {f"{name}_{s}" for name in recurrent for s in ("stm", "ltm")}
+    step = tflite.signatures["step"]
+    assert set(step["inputs"]) == expected_states | {"inputs"}
+    assert set(step["outputs"]) == expected_states | {"outputs"}
+    assert step["inputs"]["inputs"][0] == (BATCH, FEATURES)
+    assert report.signatures == ("serving_default", "step")
+
+
+def test_states_carry_over_between_steps(exported):
+    model, _, tflite = exported("single_projected")
+    x = _sequences(seed=13)
+    _, states = tflite.step(x[:, 0])
+    fresh, _ = tflite.step(x[:, 1])
+    carried, _ = tflite.step(x[:, 1], states)
+    assert not np.allclose(fresh, carried)
+    np.testing.assert_allclose(
+        carried, _keras_on_prefix(model, x, 2), atol=FLOAT_TOLERANCE
+    )
+
+
+def test_masked_text_model_matches_keras(text_export):
+    model, report, tflite = text_export
+    ids = _token_ids(3, TIME, 30, seed=14)
+    np.testing.assert_allclose(tflite(ids), _keras(model, ids), atol=FLOAT_TOLERANCE)
+    assert report.max_abs_diff <= FLOAT_TOLERANCE
+    # The padding is really skipped: the 1-token row equals a 1-step model.
+    short = keras.Sequential([keras.Input((1,), dtype="int32")] + model.layers)
+    np.testing.assert_allclose(
+        tflite(ids)[0], _keras(short, ids[:1, :1])[0], atol=FLOAT_TOLERANCE
+    )
+
+
+def test_masked_text_model_streams_through_padding(text_export):
+    model, report, tflite = text_export
+    ids = _token_ids(3, TIME, 30, seed=15)
+    outputs = _stream(tflite, ids)
+    np.testing.assert_allclose(outputs[-1], _keras(model, ids), atol=FLOAT_TOLERANCE)
+    assert report.step_max_abs_diff <= FLOAT_TOLERANCE
+
+
+# What is in the file.
+
+
+def test_file_has_builtin_ops_only(exported):
+    _, report, tflite = exported("stacked")
+    with open(report.path, "rb") as f:
+        ops = tflite_ops(f.read())
+    assert ops == report.ops == tflite.ops
+    assert "WHILE" in ops and "FULLY_CONNECTED" in ops
+    assert not [op for op in ops if op.startswith("Flex") or not op.isupper()]
+
+
+def test_report_describes_the_file(exported):
+    _, report, _ = exported("single_projected")
+    assert report.size_bytes == os.path.getsize(report.path)
+    assert report.batch_size == BATCH and report.quantize is None
+    text = str(report)
+    assert report.path in text and "WHILE" in text and "serving_default" in text
+
+
+def test_model_needing_flex_ops_is_refused(tmp_path):
+    import tensorflow as tf
+
+    class Digamma(keras.layers.Layer):
+        def call(self, x):
+            return tf.math.digamma(tf.abs(x) + 1.0)  # no TFLite builtin
+
+    model = keras.Sequential(
+        [keras.Input((TIME, FEATURES)), FourGateLSTM(4), Digamma()]
+    )
+    path = tmp_path / "flex.tflite"
+    with pytest.raises(ValueError, match="builtin"):
+        export_tflite(model, path)
+    assert os.listdir(tmp_path) == []
+
+
+# Quantization.
+
+
+QUANTIZED_TYPE = {
+    "dynamic": schema.TensorType.INT8,
+    "float16": schema.TensorType.FLOAT16,
+    "int8": schema.TensorType.INT8,
+}
+
+
+def _tensor_types(path):
+    """The types of every tensor in every subgraph of a .tflite file."""
+    with open(path, "rb") as f:
+        model = schema.ModelT.InitFromPackedBuf(f.read(), 0)
+    return {tensor.type for graph in model.subgraphs for tensor in graph.tensors}
+
+
+@pytest.fixture(scope="module")
+def quantization_model():
+    """Big enough (24 units) that dynamic-range quantization quantizes it."""
+    keras.utils.set_random_seed(3)
+    return keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES)),
+            FourGateLSTM(24, return_sequences=True),
+            FourGateLSTM(24),
+            keras.layers.Dense(2),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def float_size(quantization_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("q") / "float.tflite"
+    return export_tflite(quantization_model, path, streaming=True).size_bytes
+
+
+@pytest.mark.parametrize("quantize", ["dynamic", "float16", "int8"])
+def test_quantized_export_runs_within_tolerance(
+    quantization_model, float_size, tmp_path, quantize
+):
+    data = _sequences(batch=64, seed=20) if quantize == "int8" else None
+    path = tmp_path / f"{quantize}.tflite"
+    report = export_tflite(
+        quantization_model,
+        path,
+        quantize=quantize,
+        representative_data=data,
+        streaming=True,
+    )
+    x = _sequences(batch=1, seed=21)
+    expected = _keras(quantization_model, x)
+    tflite = TFLiteModel(path)
+    tolerance = QUANTIZED_TOLERANCE[quantize] * max(1.0, np.max(np.abs(expected)))
+    assert np.max(np.abs(tflite(x) - expected)) <= tolerance
+    assert np.max(np.abs(_stream(tflite, x)[-1] - expected)) <= tolerance
+    assert report.max_abs_diff <= tolerance
+    assert report.quantize == quantize
+    assert QUANTIZED_TYPE[quantize] in _tensor_types(path)
+    if quantize != "int8":  # int8 unrolls the loop (see export_tflite)
+        assert report.size_bytes < float_size
+    assert not [op for op in report.ops if op.startswith("Flex")]
+
+
+# SavedModel.
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    keras.utils.set_random_seed(5)
+    model = _text()
+    directory = tmp_path_factory.mktemp("saved")
+    plain = export_saved_model(model, directory / "plain")
+    jit = export_saved_model(model, directory / "jit", jit_compile=True, batch_size=3)
+    return model, plain, jit
+
+
+_RELOAD = """
+import json, sys
+import numpy as np, tensorflow as tf
+ids = np.array(json.loads(sys.argv[1]), dtype="int32")
+out = {}
+for path in sys.argv[2:]:
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    out[path] = serve(inputs=tf.constant(ids))["outputs"].numpy().tolist()
+print(json.dumps(out))
+"""
+
+
+def test_saved_model_reloads_in_fresh_process(saved_models):
+    model, plain, jit = saved_models
+    ids = _token_ids(3, TIME, 30, seed=30)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", _RELOAD, json.dumps(ids.tolist()), plain, jit],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        cwd="/",  # the package is not needed to load a SavedModel
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = _keras(model, ids)
+    for path in (plain, jit):
+        np.testing.assert_allclose(outputs[path], expected, atol=1e-6)
+
+
+def _xla_flags(path):
+    from tensorflow.python.saved_model import loader_impl
+
+    saved = loader_impl.parse_saved_model(path)
+    functions = saved.meta_graphs[0].graph_def.library.function
+    return [
+        f.attr["_XlaMustCompile"].b for f in functions if "_XlaMustCompile" in f.attr
+    ]
+
+
+def test_jit_compile_makes_serving_function_xla(saved_models):
+    _, plain, jit = saved_models
+    assert any(_xla_flags(jit))
+    assert not any(_xla_flags(plain))
+
+
+def test_saved_model_batch_size(saved_models):
+    import tensorflow as tf
+
+    _, plain, jit = saved_models
+    any_batch = tf.saved_model.load(plain).signatures["serving_default"]
+    fixed = tf.saved_model.load(jit).signatures["serving_default"]
+    assert any_batch.structured_input_signature[1]["inputs"].shape.as_list() == [
+        None,
+        TIME,
+    ]
+    assert fixed.structured_input_signature[1]["inputs"].shape.as_list() == [3, TIME]
+
+
+# Paths: overwrite protection, atomic writes.
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return keras.Sequential([keras.Input((5, 2)), FourGateLSTM(4)])
+
+
+def test_existing_file_is_kept_without_overwrite(tiny, tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"user data")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_tflite(tiny, path)
+    assert path.read_bytes() == b"user data"
+    export_tflite(tiny, path, overwrite=True)
+    assert TFLiteModel(path).ops
+    assert os.listdir(tmp_path) == ["m.tflite"]
+
+
+def test_existing_directory_is_kept_without_overwrite(tiny, tmp_path):
+    path = tmp_path / "sm"
+    path.mkdir()
+    (path / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_saved_model(tiny, path)
+    assert (path / "mine.txt").read_text() == "keep"
+    export_saved_model(tiny, path, overwrite=True)
+    assert sorted(os.listdir(path)) == sorted(
+        ["assets", "fingerprint.pb", "saved_model.pb", "variables"]
+    )
+    assert os.listdir(tmp_path) == ["sm"]
+
+
+def test_failed_tflite_export_leaves_nothing(tiny, tmp_path, monkeypatch):
+    def fail(*args):
+        raise RuntimeError("measurement failed")
+
+    monkeypatch.setattr(export_module, "_measure", fail)
+    with pytest.raises(RuntimeError, match="measurement failed"):
+        export_tflite(tiny, tmp_path / "m.tflite")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_saved_model_export_keeps_the_old_one(tiny, tmp_path, monkeypatch):
+    path = tmp_path / "sm"
+    path.mkdir()
+    (path / "mine.txt").write_text("keep")
+
+    def fail(model, directory, *args, **kwargs):
+        with open(os.path.join(directory, "saved_model.pb"), "w") as f:
+            f.write("half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_module, "_write_saved_model", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_saved_model(tiny, path, overwrite=True)
+    assert os.listdir(tmp_path) == ["sm"]
+    assert os.listdir(path) == ["mine.txt"]
+
+
+def test_missing_parent_directory(tiny, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_tflite(tiny, tmp_path / "no" / "m.tflite")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_saved_model(tiny, tmp_path / "no" / "sm")
+
+
+# Bad arguments.
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, "2", True, None])
+def test_bad_batch_size(tiny, tmp_path, batch_size):
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        export_tflite(tiny, tmp_path / "m.tflite", batch_size=batch_size)
+
+
+def test_bad_saved_model_batch_size(tiny, tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be a positive int or None"):
+        export_saved_model(tiny, tmp_path / "sm", batch_size=0)
+
+
+def test_unknown_quantize(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"quantize must be one of .*'int4'"):
+        export_tflite(tiny, tmp_path / "m.tflite", quantize="int4")
+
+
+def test_int8_needs_representative_data(tiny, tmp_path):
+    with pytest.raises(ValueError, match="needs representative_data"):
+        export_tflite(tiny, tmp_path / "m.tflite", quantize="int8")
+
+
+def test_representative_data_only_for_int8(tiny, tmp_path):
+    with pytest.raises(ValueError, match="only used with"):
+        export_tflite(
+            tiny, tmp_path / "m.tflite", representative_data=np.zeros((4, 5, 2))
+        )
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3), (4, 2), (0, 5, 2)])
+def test_bad_representative_data(tiny, tmp_path, shape):
+    with pytest.raises(ValueError, match=r"representative_data must be an array"):
+        export_tflite(
+            tiny,
+            tmp_path / "m.tflite",
+            quantize="int8",
+            representative_data=np.zeros(shape),
+        )
+
+
+def test_int8_needs_fixed_time_length(tmp_path):
+    model = keras.Sequential([keras.Input((None, 2)), FourGateLSTM(4)])
+    with pytest.raises(ValueError, match="fixed number of time steps"):
+        export_tflite(
+            model,
+            tmp_path / "m.tflite",
+            quantize="int8",
+            representative_data=np.zeros((4, 5, 2)),
+        )
+
+
+def test_not_a_model(tmp_path):
+    with pytest.raises(
+        TypeError, match="model must be a keras.Model, got FourGateLSTM"
+    ):
+        export_tflite(FourGateLSTM(4), tmp_path / "m.tflite")
+
+
+def test_unbuilt_model(tmp_path):
+    with pytest.raises(ValueError, match="no known input shape"):
+        export_saved_model(keras.Sequential([FourGateLSTM(4)]), tmp_path / "sm")
+
+
+def test_two_inputs_refused(tmp_path):
+    a, b = keras.Input((5, 2)), keras.Input((5, 2))
+    model = keras.Model([a, b], FourGateLSTM(4)(keras.layers.Add()([a, b])))
+    with pytest.raises(ValueError, match="one input and one output.*2 inputs"):
+        export_tflite(model, tmp_path / "m.tflite")
+
+
+def test_stateful_layer_refused(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((5, 2), batch_size=1), FourGateLSTM(4, stateful=True)]
+    )
+    with pytest.raises(ValueError, match="stateful.*streaming=True"):
+        export_tflite(model, tmp_path / "m.tflite")
+
+
+# Models that cannot stream: each gets an error that says why.
+
+
+def _unstreamable(name):
+    inputs = keras.Input((5, 2))
+    if name == "go_backwards":
+        outputs = FourGateLSTM(4, go_backwards=True)(inputs)
+    elif name == "bidirectional":
+        outputs = keras.layers.Bidirectional(FourGateLSTM(4))(inputs)
+    elif name == "other_rnn":
+        outputs = keras.layers.LSTM(4)(FourGateLSTM(4, return_sequences=True)(inputs))
+    elif name == "mixes_time":
+        outputs = FourGateLSTM(4)(keras.layers.Conv1D(3, 2, padding="same")(inputs))
+    elif name == "not_a_chain":
+        hidden = FourGateLSTM(2, return_sequences=True)(inputs)
+        outputs = FourGateLSTM(4)(keras.layers.Add()([inputs, hidden]))
+    else:
+        outputs = keras.layers.Dense(4)(inputs)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("go_backwards", "go_backwards=True reads the sequence from the end"),
+        ("bidirectional", "backward half reads the sequence from the end"),
+        ("other_rnn", "only the states of this package's FourGateLSTM"),
+        ("mixes_time", "not known to act on each time step alone"),
+        ("not_a_chain", "must form a chain"),
+        ("no_recurrent_layer", "no FourGateLSTM layer"),
+    ],
+)
+def test_unstreamable_model_is_refused(tmp_path, name, reason):
+    with pytest.raises(ValueError, match=reason):
+        export_tflite(_unstreamable(name), tmp_path / "m.tflite", streaming=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bidirectional_exports_without_streaming(tmp_path):
+    model = _randomize(_unstreamable("bidirectional"))
+    report = export_tflite(model, tmp_path / "m.tflite")
+    assert report.max_abs_diff <= FLOAT_TOLERANCE
+
+
+# Backends.
+
+
+_UNDER_JAX = """
+import keras, numpy as np
+from keras_lstm_gates import FourGateLSTM, export_tflite
+model = keras.Sequential([keras.Input((5, 2)), FourGateLSTM(4)])
+try:
+    export_tflite(model, "m.tflite")
+except RuntimeError as error:
+    print("RuntimeError:", error)
+"""
+
+
+def test_export_under_jax_backend_says_it_needs_tensorflow(tmp_path):
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": REPO_ROOT,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _UNDER_JAX],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RuntimeError: export_tflite needs the TensorFlow backend" in result.stdout
+    assert "'jax'" in result.stdout
+    assert os.listdir(tmp_path) == []
