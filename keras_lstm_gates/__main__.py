@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     try:
         _export(args)
     except (OSError, ValueError, TypeError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 1
     return 0
 

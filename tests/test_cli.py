@@ -1,0 +1,140 @@
+"""Tests for `python -m keras_lstm_gates export`."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import TFLiteModel
+from keras_lstm_gates.__main__ import main
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential(
+        [keras.Input((6, 2)), FourGateLSTM(4, return_sequences=True), FourGateLSTM(3)]
+    )
+    path = tmp_path_factory.mktemp("cli") / "model.keras"
+    model.save(path)
+    return model, str(path)
+
+
+def _run(*args):
+    """Runs the command line in a fresh process, as a user would."""
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "keras_lstm_gates", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+
+
+def test_export_both_formats_in_a_fresh_process(model_file, tmp_path):
+    model, path = model_file
+    tflite, saved = tmp_path / "m.tflite", tmp_path / "sm"
+    result = _run(
+        "export",
+        path,
+        "--tflite",
+        str(tflite),
+        "--saved-model",
+        str(saved),
+        "--streaming",
+        "--batch-size",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert f"wrote SavedModel {saved}" in out
+    assert f"wrote {tflite}" in out and f"{os.path.getsize(tflite):,} bytes" in out
+    assert "WHILE" in out and "FULLY_CONNECTED" in out
+    assert "max |TFLite - Keras|" in out and "step by step" in out
+    assert (saved / "saved_model.pb").is_file()
+    x = np.random.default_rng(0).standard_normal((2, 6, 2)).astype("float32")
+    np.testing.assert_allclose(
+        TFLiteModel(tflite)(x), keras.ops.convert_to_numpy(model(x)), atol=1e-5
+    )
+
+
+def _one_line_error(result):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert lines and lines[-1].startswith("error: ")
+    return lines[-1]
+
+
+def test_missing_model_file_in_a_fresh_process(tmp_path):
+    result = _run("export", str(tmp_path / "none.keras"), "--tflite", "m.tflite")
+    assert "does not exist" in _one_line_error(result)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("junk.keras", b"this is not a zip file", "cannot read"),
+        ("weights.h5", b"\x89HDF\r\n", "must be a .keras file"),
+    ],
+)
+def test_unreadable_model_file(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["export", str(path), "--tflite", str(tmp_path / "m.tflite")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_existing_output_needs_overwrite(model_file, tmp_path, capsys):
+    _, path = model_file
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"mine")
+    assert main(["export", path, "--tflite", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "overwrite" in err
+    assert target.read_bytes() == b"mine"
+    assert main(["export", path, "--tflite", str(target), "--overwrite"]) == 0
+    assert "FULLY_CONNECTED" in capsys.readouterr().out
+    assert TFLiteModel(target).ops
+
+
+def test_quantize_float16(model_file, tmp_path, capsys):
+    _, path = model_file
+    target = tmp_path / "m.tflite"
+    assert main(["export", path, "--tflite", str(target), "--quantize", "float16"]) == 0
+    out = capsys.readouterr().out
+    assert "float16" in out and "DEQUANTIZE" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give --saved-model DIR and/or --tflite FILE"),
+        (["--saved-model", "d", "--streaming"], "apply to --tflite only"),
+        (["--tflite", "m.tflite", "--quantize", "int4"], "invalid choice"),
+    ],
+)
+def test_bad_arguments(model_file, capsys, args, message):
+    _, path = model_file
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", path, *args])
+    assert exit_info.value.code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_bad_batch_size(model_file, tmp_path, capsys):
+    _, path = model_file
+    args = ["export", path, "--tflite", str(tmp_path / "m.tflite"), "--batch-size", "0"]
+    assert main(args) == 1
+    assert "batch_size must be a positive int, got 0" in capsys.readouterr().err

@@ -1,0 +1,149 @@
+"""Tests for `TFLiteModel`, the wrapper over the LiteRT interpreter."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import TFLiteModel
+from keras_lstm_gates import export_tflite
+
+TIME, FEATURES, BATCH, UNITS = 5, 2, 3, 4
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """One model exported with and without the `step` signature."""
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential(
+        [keras.Input((TIME, FEATURES)), FourGateLSTM(UNITS, name="memory")]
+    )
+    directory = tmp_path_factory.mktemp("tflite")
+    streaming = export_tflite(
+        model, directory / "s.tflite", batch_size=BATCH, streaming=True
+    ).path
+    plain = export_tflite(model, directory / "p.tflite", batch_size=BATCH).path
+    return model, streaming, plain
+
+
+def _x(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((BATCH, TIME, FEATURES)).astype("float32")
+
+
+def test_call_runs_the_whole_sequence(files):
+    model, path, _ = files
+    x = _x()
+    expected = keras.ops.convert_to_numpy(model(x))
+    np.testing.assert_allclose(TFLiteModel(path)(x), expected, atol=1e-5)
+
+
+def test_call_accepts_float64_and_lists(files):
+    _, path, _ = files
+    tflite = TFLiteModel(path)
+    x = _x(1)
+    np.testing.assert_array_equal(tflite(x.astype("float64").tolist()), tflite(x))
+
+
+def test_signatures_describe_inputs_and_outputs(files):
+    _, path, plain = files
+    signatures = TFLiteModel(path).signatures
+    assert set(signatures) == {"serving_default", "step"}
+    assert signatures["serving_default"] == {
+        "inputs": {"inputs": ((BATCH, TIME, FEATURES), "float32")},
+        "outputs": {"outputs": ((BATCH, UNITS), "float32")},
+    }
+    assert signatures["step"]["inputs"] == {
+        "inputs": ((BATCH, FEATURES), "float32"),
+        "memory_stm": ((BATCH, UNITS), "float32"),
+        "memory_ltm": ((BATCH, UNITS), "float32"),
+    }
+    assert set(TFLiteModel(plain).signatures) == {"serving_default"}
+
+
+def test_ops_lists_loop_body_ops(files):
+    _, path, _ = files
+    ops = TFLiteModel(path).ops
+    # TANH and LOGISTIC live only in the WHILE loop's body subgraph, and in
+    # the step signature.
+    assert {"WHILE", "TANH", "LOGISTIC", "FULLY_CONNECTED"} <= ops
+
+
+def test_initial_states_are_zero(files):
+    _, path, _ = files
+    states = TFLiteModel(path).initial_states()
+    assert set(states) == {"memory_stm", "memory_ltm"}
+    for value in states.values():
+        assert value.shape == (BATCH, UNITS) and not value.any()
+
+
+def test_step_without_states_starts_from_zero(files):
+    _, path, _ = files
+    tflite = TFLiteModel(path)
+    x = _x(2)
+    y_default, states_default = tflite.step(x[:, 0])
+    y_zero, states_zero = tflite.step(x[:, 0], tflite.initial_states())
+    np.testing.assert_array_equal(y_default, y_zero)
+    # The output of a FourGateLSTM is its STM.
+    np.testing.assert_array_equal(y_default, states_default["memory_stm"])
+
+
+def test_run_any_signature_by_name(files):
+    _, path, _ = files
+    tflite = TFLiteModel(path)
+    x = _x(3)
+    result = tflite.run("serving_default", inputs=x)
+    np.testing.assert_array_equal(result["outputs"], tflite(x))
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="'nowhere.tflite' is not a file"):
+        TFLiteModel("nowhere.tflite")
+
+
+def test_not_a_tflite_file(tmp_path):
+    path = tmp_path / "junk.tflite"
+    path.write_bytes(b"not a flatbuffer at all" * 10)
+    with pytest.raises(ValueError, match="not a readable .tflite file"):
+        TFLiteModel(path)
+
+
+def test_step_needs_a_streaming_export(files):
+    _, _, plain = files
+    with pytest.raises(ValueError, match="no signature 'step'.*streaming=True"):
+        TFLiteModel(plain).step(np.zeros((BATCH, FEATURES), "float32"))
+
+
+def test_wrong_input_shape(files):
+    _, path, _ = files
+    with pytest.raises(
+        ValueError,
+        match=r"input 'inputs' of signature 'serving_default' must have "
+        r"shape \(3, 5, 2\).*got \(1, 5, 2\)",
+    ):
+        TFLiteModel(path)(np.zeros((1, TIME, FEATURES), "float32"))
+
+
+def test_wrong_input_names(files):
+    _, path, _ = files
+    with pytest.raises(ValueError, match=r"missing \['memory_ltm'\].*unknown \['h'\]"):
+        TFLiteModel(path).run(
+            "step",
+            inputs=np.zeros((BATCH, FEATURES)),
+            memory_stm=np.zeros((BATCH, UNITS)),
+            h=np.zeros((BATCH, UNITS)),
+        )
+
+
+def test_states_must_be_a_dict(files):
+    _, path, _ = files
+    with pytest.raises(TypeError, match="states must be the dict"):
+        TFLiteModel(path).step(np.zeros((BATCH, FEATURES)), [np.zeros((BATCH, UNITS))])
+
+
+def test_unknown_signature(files):
+    _, path, _ = files
+    with pytest.raises(
+        ValueError, match=r"no signature 'serve'.*\['serving_default', 'step'\]"
+    ):
+        TFLiteModel(path).run("serve", inputs=_x())
