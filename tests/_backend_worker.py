@@ -1,0 +1,151 @@
+"""Runs the core checks of the four-gate LSTM under another Keras backend.
+
+`tests/test_backends.py` runs this script once, in a subprocess with
+`KERAS_BACKEND=jax` (the backend must be chosen before Keras is imported), and
+asserts on what it writes. The script computes; it judges nothing: the NumPy
+reference and the comparisons live in the test.
+
+Usage:
+
+    KERAS_BACKEND=jax python tests/_backend_worker.py WORK_DIR
+
+`WORK_DIR` holds `inputs.npz` and `tf_model.keras`, written by the test. The
+script writes `outputs.npz` (arrays named `check.name`), `jax_model.keras` and
+`info.json` (the backend, loss histories and, for a check that raised, its
+traceback under `errors`).
+"""
+
+import json
+import os
+import sys
+import traceback
+
+import keras
+import numpy as np
+
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import FourGateLSTMCell
+from keras_lstm_gates import trace_gates
+
+USE_GATES = ("projected", "classic")
+
+
+def _prefixed(inputs, prefix):
+    """The arrays of `inputs` whose names start with `prefix.`."""
+    start = len(prefix) + 1
+    return {k[start:]: inputs[k] for k in inputs.files if k.startswith(prefix + ".")}
+
+
+def check_equations(inputs, info):
+    """A layer with the given gate weights: every step's output and gates."""
+    x = inputs["x"]
+    outputs = {}
+    for use_gate in USE_GATES:
+        weights = _prefixed(inputs, use_gate)
+        units = weights["b_n"].shape[0]
+        layer = FourGateLSTM(units, use_gate=use_gate, return_sequences=True)
+        layer.build(x.shape)
+        layer.set_gate_weights(weights)
+        outputs[f"{use_gate}.layer_STM"] = layer(x)
+        for gate, value in trace_gates(layer, x).items():
+            outputs[f"{use_gate}.trace_{gate}"] = value
+        info[f"{use_gate}.variable_type"] = type(layer.cell.kernel.value).__module__
+    return outputs
+
+
+def check_lstm_parity(inputs, info):
+    """`keras.layers.LSTM` and a classic `FourGateLSTM` with its weights."""
+    x = inputs["x"]
+    lstm_weights = [inputs["lstm.kernel"], inputs["lstm.recurrent_kernel"]]
+    lstm_weights.append(inputs["lstm.bias"])
+    units = inputs["lstm.bias"].shape[0] // 4
+    outputs = {}
+    for name, layer in [
+        ("keras_lstm", keras.layers.LSTM(units, return_sequences=True)),
+        ("four_gate", FourGateLSTM(units, use_gate="classic", return_sequences=True)),
+    ]:
+        layer.build(x.shape)
+        layer.set_weights(lstm_weights)
+        outputs[name] = layer(x)
+    return outputs
+
+
+def check_masking(inputs, info):
+    """Padded sequences through `Masking`, and each sequence unpadded."""
+    x, lengths = inputs["masked_x"], inputs["masked_lengths"]
+    weights = _prefixed(inputs, "projected")
+    units = weights["b_n"].shape[0]
+    layer = FourGateLSTM(units)
+    model = keras.Sequential(
+        [keras.Input(x.shape[1:]), keras.layers.Masking(0.0), layer]
+    )
+    layer.set_gate_weights(weights)
+    outputs = {"padded": model(x)}
+    outputs["unpadded"] = np.concatenate(
+        [layer(x[b : b + 1, :length]) for b, length in enumerate(lengths)]
+    )
+    mask = np.arange(x.shape[1])[None, :] < lengths[:, None]
+    outputs["trace_STM"] = trace_gates(layer, x, mask=mask)["STM"]
+    return outputs
+
+
+def check_fit(inputs, info):
+    """One epoch of `model.fit` from the test's weights, then more to learn."""
+    x, y = inputs["fit_x"], inputs["fit_y"]
+    model = keras.Sequential(
+        [keras.Input(x.shape[1:]), FourGateLSTM(8), keras.layers.Dense(1)]
+    )
+    weights = _prefixed(inputs, "fit_weights")
+    model.set_weights([weights[k] for k in sorted(weights, key=int)])
+    model.compile(keras.optimizers.Adam(0.02), "mse", jit_compile=True)
+    history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    info["fit.model_jit"] = bool(model.jit_compile)
+    info["fit.first_epoch_loss"] = history.history["loss"][0]
+    outputs = {f"weight{k}": w for k, w in enumerate(model.get_weights())}
+    history = model.fit(x, y, batch_size=32, epochs=40, verbose=0)
+    info["fit.learning_loss"] = history.history["loss"]
+    return outputs
+
+
+def check_saving(inputs, info, work_dir):
+    """Loads the TensorFlow model; saves one made here for TensorFlow."""
+    x = inputs["save_x"]
+    loaded = keras.models.load_model(os.path.join(work_dir, "tf_model.keras"))
+    outputs = {"tf_model_predictions": loaded.predict(x, verbose=0)}
+    model = keras.Sequential(
+        [
+            keras.Input(x.shape[1:]),
+            FourGateLSTM(6, return_sequences=True),
+            keras.layers.RNN(FourGateLSTMCell(4, use_gate="classic")),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.save(os.path.join(work_dir, "jax_model.keras"))
+    outputs["jax_model_predictions"] = model.predict(x, verbose=0)
+    return outputs
+
+
+def main(work_dir):
+    inputs = np.load(os.path.join(work_dir, "inputs.npz"))
+    info = {"backend": keras.backend.backend(), "errors": {}}
+    checks = {
+        "equations": check_equations,
+        "lstm_parity": check_lstm_parity,
+        "masking": check_masking,
+        "fit": check_fit,
+        "saving": lambda inputs, info: check_saving(inputs, info, work_dir),
+    }
+    arrays = {}
+    for name, check in checks.items():
+        try:
+            for key, value in check(inputs, info).items():
+                arrays[f"{name}.{key}"] = keras.ops.convert_to_numpy(value)
+        except Exception:
+            info["errors"][name] = traceback.format_exc()
+    np.savez(os.path.join(work_dir, "outputs.npz"), **arrays)
+    with open(os.path.join(work_dir, "info.json"), "w") as f:
+        json.dump(info, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

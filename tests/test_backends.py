@@ -1,0 +1,225 @@
+"""The core checks of the four-gate LSTM under Keras's JAX backend.
+
+Keras picks its backend once, at import, so the JAX side runs in one
+subprocess (`tests/_backend_worker.py` with `KERAS_BACKEND=jax`) for the whole
+module; each test asserts on one part of what it computed. The references
+(NumPy, `keras.layers.LSTM`, the TensorFlow backend) are computed here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lstm_gates
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import FourGateLSTMCell
+from tests import reference
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="compares the JAX backend with TensorFlow, the backend of this process",
+)
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_backend_worker.py")
+PACKAGE_ROOT = os.path.dirname(
+    os.path.dirname(os.path.abspath(keras_lstm_gates.__file__))
+)
+USE_GATES = ["projected", "classic"]
+GATES = ["N", "i", "f", "LTM", "U", "V", "STM"]
+
+
+def _inputs(rng):
+    """The weights and data the worker runs on, as float32 arrays."""
+    batch, time, features, units = 3, 20, 4, 5
+    inputs = {"x": rng.normal(size=(batch, time, features))}
+    for use_gate in USE_GATES:
+        weights = reference.random_gate_weights(units, features, use_gate, rng)
+        inputs.update({f"{use_gate}.{k}": v for k, v in weights.items()})
+    inputs["lstm.kernel"] = rng.normal(0, 0.5, (features, 4 * units))
+    inputs["lstm.recurrent_kernel"] = rng.normal(0, 0.5, (units, 4 * units))
+    inputs["lstm.bias"] = rng.normal(0, 0.5, (4 * units,))
+
+    lengths = np.array([20, 13, 7, 1])
+    masked = rng.normal(size=(len(lengths), 20, features))
+    masked[np.arange(20)[None, :] >= lengths[:, None]] = 0.0
+    inputs.update(masked_x=masked, masked_lengths=lengths)
+
+    # The fit task: the sum of the first feature over the first four of 12
+    # steps, which needs memory; the initial weights are made here.
+    fit_x = rng.normal(size=(64, 12, 3))
+    inputs.update(fit_x=fit_x, fit_y=fit_x[:, :4, :1].sum(axis=1))
+    fit_model = keras.Sequential(
+        [keras.Input(fit_x.shape[1:]), FourGateLSTM(8), keras.layers.Dense(1)]
+    )
+    for k, weight in enumerate(fit_model.get_weights()):
+        inputs[f"fit_weights.{k}"] = weight
+    inputs["save_x"] = rng.normal(size=(5, 9, features))
+    return {
+        k: v.astype("int64" if k == "masked_lengths" else "float32")
+        for k, v in inputs.items()
+    }
+
+
+def _prefixed(arrays, prefix):
+    """The arrays named `prefix.name`, by name."""
+    start = len(prefix) + 1
+    return {k[start:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+
+def _tensorflow_model(work_dir, x):
+    """Saves a model made under TensorFlow; returns its predictions."""
+    model = keras.Sequential(
+        [
+            keras.Input(x.shape[1:]),
+            FourGateLSTM(6, return_sequences=True),
+            keras.layers.RNN(FourGateLSTMCell(4, use_gate="classic")),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.save(os.path.join(work_dir, "tf_model.keras"))
+    return model.predict(x, verbose=0)
+
+
+def _tensorflow_fit(inputs):
+    """One epoch of the worker's fit under TensorFlow: loss and weights."""
+    x, y = inputs["fit_x"], inputs["fit_y"]
+    model = keras.Sequential(
+        [keras.Input(x.shape[1:]), FourGateLSTM(8), keras.layers.Dense(1)]
+    )
+    weights = _prefixed(inputs, "fit_weights")
+    model.set_weights([weights[str(k)] for k in range(len(weights))])
+    model.compile(keras.optimizers.Adam(0.02), "mse")
+    history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    return history.history["loss"][0], model.get_weights()
+
+
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory):
+    """Runs the worker once under JAX; returns its inputs and outputs."""
+    work_dir = tmp_path_factory.mktemp("jax_backend")
+    inputs = _inputs(np.random.default_rng(6))
+    np.savez(work_dir / "inputs.npz", **inputs)
+    tf_predictions = _tensorflow_model(work_dir, inputs["save_x"])
+    tf_fit = _tensorflow_fit(inputs)
+
+    python_path = os.environ.get("PYTHONPATH", "")
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        PYTHONPATH=os.pathsep.join(p for p in (PACKAGE_ROOT, python_path) if p),
+    )
+    process = subprocess.run(
+        [sys.executable, WORKER, str(work_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    with open(work_dir / "info.json") as f:
+        info = json.load(f)
+    with np.load(work_dir / "outputs.npz") as outputs:
+        outputs = dict(outputs)
+    return SimpleNamespace(
+        inputs=inputs,
+        info=info,
+        outputs=outputs,
+        work_dir=work_dir,
+        tf_predictions=tf_predictions,
+        tf_fit=tf_fit,
+    )
+
+
+def _check(run, name):
+    """The arrays one check wrote, or its traceback as the failure."""
+    error = run.info["errors"].get(name)
+    assert error is None, f"check '{name}' raised under JAX:\n{error}"
+    prefix = name + "."
+    return {k[len(prefix) :]: v for k, v in run.outputs.items() if k.startswith(prefix)}
+
+
+def test_worker_ran_on_jax(jax_run):
+    assert jax_run.info["backend"] == "jax"
+    _check(jax_run, "equations")
+    for use_gate in USE_GATES:
+        assert jax_run.info[f"{use_gate}.variable_type"].startswith("jax")
+
+
+@pytest.mark.parametrize("use_gate", USE_GATES)
+def test_every_step_matches_numpy_reference(jax_run, use_gate):
+    outputs = _check(jax_run, "equations")
+    inputs = jax_run.inputs
+    expected = reference.four_gate_lstm(
+        inputs["x"], _prefixed(inputs, use_gate), use_gate
+    )
+    np.testing.assert_allclose(
+        outputs[f"{use_gate}.layer_STM"], expected["STM"], atol=1e-5
+    )
+    for gate in GATES:
+        np.testing.assert_allclose(
+            outputs[f"{use_gate}.trace_{gate}"], expected[gate], atol=1e-5, err_msg=gate
+        )
+
+
+def test_classic_matches_keras_lstm(jax_run):
+    outputs = _check(jax_run, "lstm_parity")
+    assert np.abs(outputs["keras_lstm"]).max() > 0.1
+    np.testing.assert_allclose(outputs["four_gate"], outputs["keras_lstm"], atol=1e-5)
+
+
+def test_padded_sequence_equals_unpadded(jax_run):
+    outputs = _check(jax_run, "masking")
+    inputs = jax_run.inputs
+    weights = _prefixed(inputs, "projected")
+    expected = np.concatenate(
+        [
+            reference.four_gate_lstm(x[None, :length], weights, "projected")["STM"][
+                :, -1
+            ]
+            for x, length in zip(inputs["masked_x"], inputs["masked_lengths"])
+        ]
+    )
+    np.testing.assert_allclose(outputs["unpadded"], expected, atol=1e-5)
+    np.testing.assert_allclose(outputs["padded"], expected, atol=1e-5)
+    np.testing.assert_allclose(outputs["trace_STM"][:, -1], expected, atol=1e-5)
+
+
+def test_fit_with_jit_compile_equals_tensorflow_fit(jax_run):
+    outputs = _check(jax_run, "fit")
+    assert jax_run.info["fit.model_jit"]
+    tf_loss, tf_weights = jax_run.tf_fit
+    np.testing.assert_allclose(jax_run.info["fit.first_epoch_loss"], tf_loss, rtol=1e-5)
+    initial = _prefixed(jax_run.inputs, "fit_weights")
+    for k, tf_weight in enumerate(tf_weights):
+        assert not np.allclose(tf_weight, initial[str(k)], atol=1e-3), k
+        np.testing.assert_allclose(
+            outputs[f"weight{k}"], tf_weight, atol=1e-5, err_msg=f"weight {k}"
+        )
+
+
+def test_fit_learns_a_task_that_needs_memory(jax_run):
+    _check(jax_run, "fit")
+    losses = jax_run.info["fit.learning_loss"]
+    constant_predictor_loss = jax_run.inputs["fit_y"].var()
+    assert losses[-1] < 0.3 * constant_predictor_loss, losses
+
+
+def test_model_saved_in_tensorflow_loads_in_jax(jax_run):
+    outputs = _check(jax_run, "saving")
+    np.testing.assert_allclose(
+        outputs["tf_model_predictions"], jax_run.tf_predictions, atol=1e-6
+    )
+
+
+def test_model_saved_in_jax_loads_in_tensorflow(jax_run):
+    outputs = _check(jax_run, "saving")
+    model = keras.models.load_model(jax_run.work_dir / "jax_model.keras")
+    predictions = model.predict(jax_run.inputs["save_x"], verbose=0)
+    assert not np.allclose(predictions, jax_run.tf_predictions, atol=1e-3)
+    np.testing.assert_allclose(predictions, outputs["jax_model_predictions"], atol=1e-6)
