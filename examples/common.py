@@ -206,6 +206,8 @@ def export_model(model, output_dir, *, streaming=False, saved_model=True):
         tflite_ops=sorted(report.ops),
         tflite_max_abs_diff=float(report.max_abs_diff),
     )
+    if streaming:
+        results["tflite_step_max_abs_diff"] = float(report.step_max_abs_diff)
     return results
 
 

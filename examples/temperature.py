@@ -229,20 +229,25 @@ def linear_forecast(train_inputs, train_targets, test_inputs):
 # used on a phone with no preprocessing code.
 
 
-def build_model(input_shape, stats, units, recurrent="four_gate"):
+def build_model(input_shape, stats, units, recurrent="four_gate", learning_rate=3e-3):
     mean, variance, target_mean, target_std = stats
     rnn = FourGateLSTM(units) if recurrent == "four_gate" else keras.layers.LSTM(units)
     model = keras.Sequential(
         [
             keras.Input(input_shape),
-            keras.layers.Normalization(mean=mean, variance=variance),
+            # Scales each reading on its own, so a phone can stream them.
+            keras.layers.TimeDistributed(
+                keras.layers.Normalization(mean=mean, variance=variance)
+            ),
             rnn,
             keras.layers.Dense(1),
             keras.layers.Rescaling(scale=target_std, offset=target_mean),
         ],
         name=f"{recurrent}_forecaster",
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", metrics=["mae"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=["mae"]
+    )
     return model
 
 
@@ -310,17 +315,22 @@ def main(argv=None):
         f"{len(test[0])} test windows of {len(feature_columns)} features"
     )
 
-    models, histories, predictions = {}, {}, {}
-    kinds = ["four_gate"] + (["keras_lstm"] if args.compare_keras_lstm else [])
-    for kind in kinds:
-        keras.utils.set_random_seed(args.seed)
-        with strategy.scope():
-            model = build_model(train[0].shape[1:], stats, args.units, kind)
-        histories[kind] = common.train(model, train[:2], val[:2], args)
-        # Evaluate and export a copy outside the strategy's scope.
-        models[kind] = build_model(train[0].shape[1:], stats, args.units, kind)
-        models[kind].set_weights(model.get_weights())
-        predictions[kind] = models[kind].predict(test[0], verbose=0)[:, 0]
+    # Our model first: train, evaluate on the test part, save and export.
+    histories, predictions = {}, {}
+    model, histories["four_gate"] = train_model(
+        "four_gate", strategy, train, val, stats, args
+    )
+    predictions["four_gate"] = model.predict(test[0], verbose=0)[:, 0]
+    model.save(output_dir / "model.keras")
+    exports = {}
+    if worker == 0:
+        exports = common.export_model(model, output_dir, streaming=True)
+    # The same-size keras.layers.LSTM on the same split, when asked.
+    if args.compare_keras_lstm:
+        keras_model, histories["keras_lstm"] = train_model(
+            "keras_lstm", strategy, train, val, stats, args
+        )
+        predictions["keras_lstm"] = keras_model.predict(test[0], verbose=0)[:, 0]
 
     truth = test[1]
     baselines = {
@@ -352,12 +362,9 @@ def main(argv=None):
         num_test=len(test[0]),
         epochs_trained=len(histories["four_gate"].history["loss"]),
         distribute=args.distribute,
+        **exports,
     )
-
-    model = models["four_gate"]
-    model.save(output_dir / "model.keras")
     if worker == 0:
-        metrics.update(common.export_model(model, output_dir, streaming=True))
         save_plots(args, output_dir, model, histories, test, predictions, baselines)
     common.write_metrics(metrics, output_dir)
     common.print_table(
@@ -378,6 +385,21 @@ def main(argv=None):
         f"\nWrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}"
     )
     return metrics
+
+
+def train_model(kind, strategy, train, val, stats, args):
+    """Trains one model under `strategy`; returns a copy outside it.
+
+    The copy (same weights, no distribution) is what is evaluated, saved and
+    exported, the same whichever `--distribute` trained it.
+    """
+    keras.utils.set_random_seed(args.seed)
+    with strategy.scope():
+        model = build_model(train[0].shape[1:], stats, args.units, kind)
+    history = common.train(model, train[:2], val[:2], args)
+    copy = build_model(train[0].shape[1:], stats, args.units, kind)
+    copy.set_weights(model.get_weights())
+    return copy, history
 
 
 def save_plots(args, output_dir, model, histories, test, predictions, baselines):

@@ -364,7 +364,7 @@ def test_sentiment_quick_run_serves_raw_strings(tmp_path):
     )
     # The SavedModel takes the text itself.
     serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
-    scores = next(iter(serve(tf.constant(["A joy.", "Dreadful, dull."])).values()))
+    scores = serve(tf.constant(["A joy.", "Dreadful, dull."]))["outputs"]
     assert scores.shape == (2, 1)
     assert np.all((scores.numpy() >= 0) & (scores.numpy() <= 1))
     assert metrics["saved_model_max_abs_diff"] < 1e-5
