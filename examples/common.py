@@ -237,13 +237,14 @@ def plot_history(histories, path):
     _save(figure, path)
 
 
-def plot_forecast(truth, forecasts, path, steps=24 * 7):
+def plot_forecast(truth, forecasts, path, ylabel="value", steps=24 * 7):
     """Plots the first `steps` test targets against each forecast.
 
     Args:
         truth: The true values of the test split, in time order.
         forecasts: Dict from a forecaster's name to its predictions.
         path: Where to write the PNG.
+        ylabel: The name of the target, for the axis.
         steps: How many test windows to show.
     """
     figure, axes = plt.subplots(figsize=(8, 3.5))
@@ -251,7 +252,7 @@ def plot_forecast(truth, forecasts, path, steps=24 * 7):
     for name, values in forecasts.items():
         axes.plot(values[:steps], linewidth=1, label=name)
     axes.set_xlabel("test step")
-    axes.set_ylabel("value")
+    axes.set_ylabel(ylabel)
     axes.legend()
     axes.set_title("Forecast against truth on the test split")
     _save(figure, path)

@@ -47,9 +47,9 @@ def parse_args(argv):
     parser = common.build_parser(
         "temperature",
         __doc__.split("\n\n")[0].strip(),
-        epochs=40,
+        epochs=60,
         batch_size=64,
-        units=32,
+        units=64,
     )
     parser.add_argument("--data", choices=("greensboro", "jena"), default="greensboro")
     parser.add_argument("--time-column", help="with --csv: the time stamps")
@@ -365,7 +365,8 @@ def main(argv=None):
         **exports,
     )
     if worker == 0:
-        save_plots(args, output_dir, model, histories, test, predictions, baselines)
+        forecasts = {"FourGateLSTM": predictions["four_gate"], **baselines}
+        save_plots(args, output_dir, model, histories, test, forecasts, target_column)
     common.write_metrics(metrics, output_dir)
     common.print_table(
         f"Test MAE of {target_column} {args.horizon} step(s) ahead "
@@ -402,12 +403,10 @@ def train_model(kind, strategy, train, val, stats, args):
     return copy, history
 
 
-def save_plots(args, output_dir, model, histories, test, predictions, baselines):
+def save_plots(args, output_dir, model, histories, test, forecasts, target_column):
     common.plot_history(histories, output_dir / "training_curves.png")
     common.plot_forecast(
-        test[1],
-        {"FourGateLSTM": predictions["four_gate"], **baselines},
-        output_dir / "forecast.png",
+        test[1], forecasts, output_dir / "forecast.png", ylabel=target_column
     )
     layer = next(layer for layer in model.layers if isinstance(layer, FourGateLSTM))
     scaled = model.layers[0](test[0][:1])

@@ -162,6 +162,32 @@ def test_sentiment_needs_exactly_two_classes(text_csv, tmp_path, capsys):
     assert "exactly 2 classes" in run_bad(sentiment.main, argv, capsys)
 
 
+def fake_multiworker(task_type, task_id, cluster):
+    resolver = SimpleNamespace(
+        task_type=task_type,
+        task_id=task_id,
+        cluster_spec=lambda: SimpleNamespace(as_dict=lambda: cluster),
+    )
+    return SimpleNamespace(cluster_resolver=resolver)
+
+
+def test_worker_index_makes_exactly_one_chief():
+    workers = {"worker": ["localhost:1", "localhost:2"]}
+    with_chief = {"chief": ["localhost:0"], **workers}
+    assert temperature.worker_index(tf.distribute.get_strategy()) == 0
+    assert temperature.worker_index(tf.distribute.MirroredStrategy()) == 0
+    indices = [
+        temperature.worker_index(fake_multiworker("worker", k, workers))
+        for k in range(2)
+    ]
+    assert indices == [0, 1]
+    indices = [temperature.worker_index(fake_multiworker("chief", 0, with_chief))] + [
+        temperature.worker_index(fake_multiworker("worker", k, with_chief))
+        for k in range(2)
+    ]
+    assert indices == [0, 1, 2]
+
+
 # The pieces of the pipelines, against independent computations.
 
 
