@@ -53,15 +53,28 @@ def _parser():
     return parser
 
 
-def _load_model(path):
-    import keras
-
+def _check_paths(args):
+    """Checks the files before loading the model, so mistakes answer at once."""
+    path = args.model
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
     if not os.access(path, os.R_OK):
         raise PermissionError(f"model file {path!r} is not readable")
     if not path.endswith(".keras"):
         raise ValueError(f"model file {path!r} must be a .keras file")
+    for option, target in (
+        ("--saved-model", args.saved_model),
+        ("--tflite", args.tflite),
+    ):
+        if target and os.path.lexists(target) and not args.overwrite:
+            raise FileExistsError(
+                f"{option} {target!r} already exists; pass --overwrite to replace it"
+            )
+
+
+def _load_model(path):
+    import keras
+
     try:
         model = keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for a bad file
@@ -76,7 +89,7 @@ def _load_model(path):
 
 
 def _export(args):
-    # Imported here so that `--help` and argument errors answer at once.
+    _check_paths(args)
     import keras_lstm_gates.export as export
 
     model = _load_model(args.model)

@@ -102,7 +102,7 @@ def test_existing_output_needs_overwrite(model_file, tmp_path, capsys):
     target.write_bytes(b"mine")
     assert main(["export", path, "--tflite", str(target)]) == 1
     err = capsys.readouterr().err
-    assert "already exists" in err and "overwrite" in err
+    assert "already exists; pass --overwrite" in err
     assert target.read_bytes() == b"mine"
     assert main(["export", path, "--tflite", str(target), "--overwrite"]) == 0
     assert "FULLY_CONNECTED" in capsys.readouterr().out
