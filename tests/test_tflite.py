@@ -147,3 +147,19 @@ def test_unknown_signature(files):
         ValueError, match=r"no signature 'serve'.*\['serving_default', 'step'\]"
     ):
         TFLiteModel(path).run("serve", inputs=_x())
+
+
+def test_any_sequence_length_when_the_model_allows_it(tmp_path):
+    keras.utils.set_random_seed(10)
+    model = keras.Sequential([keras.Input((None, FEATURES)), FourGateLSTM(UNITS)])
+    path = export_tflite(model, tmp_path / "any.tflite").path
+    tflite = TFLiteModel(path)
+    assert tflite.signatures["serving_default"]["inputs"]["inputs"][0] == (
+        1,
+        -1,
+        FEATURES,
+    )
+    for time in (3, 11):
+        x = np.random.default_rng(time).standard_normal((1, time, FEATURES))
+        expected = keras.ops.convert_to_numpy(model(x.astype("float32")))
+        np.testing.assert_allclose(tflite(x), expected, atol=1e-5)
