@@ -262,7 +262,7 @@ def section_peak(args):
             import jax
 
             mm = jax.jit(lambda a: a @ a)
-        times = time_interleaved({dtype: lambda: blocking(mm(a))}, args.runs)
+        times = time_interleaved({dtype: lambda mm=mm, a=a: blocking(mm(a))}, args.runs)
         results[dtype] = {"gflops": 2 * n**3 / min(times[dtype]) / 1e9, "n": n}
     return results
 
@@ -281,7 +281,7 @@ def section_train(args, shapes=None, policy=None):
             fns = {}
             for name, make in keras_contenders().items():
                 model = build_model(make, shape, jit)
-                fns[name] = lambda m=model: m.train_on_batch(x, y)
+                fns[name] = lambda m=model, x=x, y=y: m.train_on_batch(x, y)
             if policy:
                 keras.mixed_precision.set_global_policy("float32")
             if torch_available() and not policy:
@@ -310,8 +310,8 @@ def section_infer(args):
             for name, make in keras_contenders().items():
                 model = build_model(make, shape, jit)
                 call = direct_call(model, jit)
-                fns[f"{name} | call"] = lambda c=call: c(x)
-                fns[f"{name} | predict"] = lambda m=model: m.predict_on_batch(x)
+                fns[f"{name} | call"] = lambda c=call, x=x: c(x)
+                fns[f"{name} | predict"] = lambda m=model, x=x: m.predict_on_batch(x)
             if torch_available():
                 fns["torch.nn.LSTM | call"] = torch_models(shape, train=False)
             times = time_interleaved(fns, args.runs)
@@ -345,9 +345,7 @@ def section_length(args):
     lengths = (50, 200) if args.quick else LENGTHS
     shapes = tuple((64, t, 16, 128) for t in lengths)
     results = {}
-    for shape, rows in zip(
-        shapes, [section_train(args, shapes=(s,)) for s in shapes]
-    ):
+    for shape, rows in zip(shapes, [section_train(args, shapes=(s,)) for s in shapes]):
         for key, row in rows.items():
             for r in row.values():
                 r["us_per_step"] = 1e3 * r["min_ms"] / shape[1]
@@ -376,7 +374,14 @@ def section_memory(args):
     for name in keras_contenders():
         spec = f"{name}|{','.join(map(str, shape))}"
         out = subprocess.run(
-            [sys.executable, __file__, "--backend", args.backend, "--memory-child", spec],
+            [
+                sys.executable,
+                __file__,
+                "--backend",
+                args.backend,
+                "--memory-child",
+                spec,
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -433,7 +438,9 @@ def report(title, rows):
     print(f"\n{title}", flush=True)
     for name, r in rows.items():
         extra = f"  x{r['ratio']:.2f}" if "ratio" in r else ""
-        print(f"  {name:34s} min {r['min_ms']:8.2f} ms  med {r['median_ms']:8.2f}{extra}")
+        print(
+            f"  {name:34s} min {r['min_ms']:8.2f} ms  med {r['median_ms']:8.2f}{extra}"
+        )
 
 
 def markdown(results):

@@ -203,6 +203,25 @@ class FourGateLSTM(keras.layers.RNN):
             dropout_mask = cell.get_dropout_mask(sequences[:, 0, :])
             sequences = sequences * ops.expand_dims(dropout_mask, 1)
 
+        if backend.backend() == "tensorflow":
+            from keras_lstm_gates import _fused
+
+            if _fused.supports(cell, self.unroll, training):
+                return _fused.run(
+                    sequences,
+                    initial_state,
+                    cell.kernel,
+                    cell.bias,
+                    cell.recurrent_kernel,
+                    cell.use_gate_kernel,
+                    cell.use_gate_bias,
+                    mask=mask,
+                    go_backwards=self.go_backwards,
+                    zero_output_for_mask=self.zero_output_for_mask,
+                    return_all_outputs=self.return_sequences,
+                    training=training,
+                )
+
         # The events' share of all four gates, for every step in one matmul.
         projected = cell.project_inputs(sequences)
 

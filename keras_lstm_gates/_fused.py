@@ -1,0 +1,298 @@
+"""The four-gate LSTM over a whole sequence, fast on TensorFlow.
+
+`FourGateLSTM.inner_loop` routes here under the TensorFlow backend. On a
+small CPU the recurrent loop is bound by its small matmuls and by the passes
+over `(units, batch)` tensors each step makes, so:
+
+- The state is kept transposed, `(units, batch)`, and the gates in the order
+  `i, f, V, N`: each gate's block of the pre-activations is then a
+  contiguous slice that TensorFlow splits without copying, and the three
+  sigmoid gates take one `sigmoid`. One matmul per step computes all gates
+  from `[STM_{t-1}; E_t; 1]` (the bias is the last column of the weights).
+- The backward pass is written by hand (`tf.custom_gradient`): two matmuls
+  per step (autodiff makes three and many more element-wise ops), the fused
+  `SigmoidGrad`/`TanhGrad` ops, and what the forward loop saved kept in one
+  `TensorArray` per tensor (one concatenation per step cost more).
+
+Only the cell's math with `tanh` and `sigmoid` is handled here; `supports`
+says when the layer may use this path.
+"""
+
+import tensorflow as tf
+from keras import activations
+
+
+def supports(cell, unroll, training):
+    """Whether the fast path computes exactly what the cell would."""
+    return (
+        not unroll
+        and cell.activation is activations.tanh
+        and cell.recurrent_activation is activations.sigmoid
+        and not (training and cell.recurrent_dropout > 0)
+    )
+
+
+def run(
+    sequences,
+    initial_state,
+    kernel,
+    bias,
+    recurrent_kernel,
+    use_gate_kernel=None,
+    use_gate_bias=None,
+    mask=None,
+    go_backwards=False,
+    zero_output_for_mask=False,
+    return_all_outputs=True,
+    training=False,
+):
+    """Runs the cell over a sequence.
+
+    Args:
+        sequences: The events, `(batch, time, features)`.
+        initial_state: `[STM_0, LTM_0]`, each `(batch, units)`.
+        kernel: `(features, 4 * units)`, gates in the cell's order
+            `i, f, N, V`.
+        bias: `(4 * units,)`, or `None`.
+        recurrent_kernel: `(units, 4 * units)`.
+        use_gate_kernel: `W_u`, `(units, units)`, for the projected Use
+            gate; `None` for the classic one.
+        use_gate_bias: `b_u`, `(units,)`, or `None`.
+        mask: Optional boolean `(batch, time)`; masked steps keep the state.
+        go_backwards: Whether to read the sequence backwards.
+        zero_output_for_mask: Whether masked steps output zeros (else the
+            last output).
+        return_all_outputs: Whether `outputs` holds every step or the last.
+        training: If `True`, gradients use the hand-written backward pass.
+
+    Returns:
+        `(last_output, outputs, [STM_T, LTM_T])`, as `keras`'s backend `rnn`.
+    """
+    dtype = sequences.dtype
+    units = recurrent_kernel.shape[0]
+
+    def gate_major(w):
+        # (..., 4 * units) in order i, f, N, V -> (4 * units, ...) in i, f, V, N.
+        w = tf.cast(w, dtype)
+        i_f, n, v = tf.split(w, [2 * units, units, units], axis=-1)
+        return tf.transpose(tf.concat([i_f, v, n], axis=-1))
+
+    # Time-major and transposed, with a row of ones for the bias: the step
+    # computes all four gates as `W @ [STM_{t-1}; E_t; 1]`, `W` gate-major.
+    events = tf.transpose(sequences, (1, 2, 0))
+    if go_backwards:
+        events = tf.reverse(events, [0])
+    events = tf.concat([events, tf.ones_like(events[:, :1])], axis=1)
+    if bias is None:
+        bias = tf.zeros((4 * units,), dtype)
+    weights = [
+        gate_major(
+            tf.concat(
+                [
+                    tf.cast(recurrent_kernel, dtype),
+                    tf.cast(kernel, dtype),
+                    tf.reshape(tf.cast(bias, dtype), (1, -1)),
+                ],
+                axis=0,
+            )
+        )
+    ]
+    projected = use_gate_kernel is not None
+    if projected:
+        if use_gate_bias is None:
+            use_gate_bias = tf.zeros((units,), dtype)
+        use_weights = tf.concat(
+            [
+                tf.cast(use_gate_kernel, dtype),
+                tf.reshape(tf.cast(use_gate_bias, dtype), (1, -1)),
+            ],
+            axis=0,
+        )
+        weights.append(tf.transpose(use_weights))
+    if mask is not None:
+        mask = tf.transpose(tf.cast(mask, tf.bool))[:, None, :]
+        if go_backwards:
+            mask = tf.reverse(mask, [0])
+    h0, c0 = (tf.transpose(tf.cast(s, dtype)) for s in initial_state)
+
+    if training:
+        fused = _with_backward(projected, mask, return_all_outputs)
+        hs, c_last = fused(events, h0, c0, *weights)
+    else:
+        hs, c_last = _forward(
+            projected, mask, return_all_outputs, False, events, h0, c0, *weights
+        )[:2]
+
+    outputs = hs
+    if mask is not None:
+        step_mask = tf.cast(mask, dtype)
+        if zero_output_for_mask:
+            keep = step_mask
+        else:
+            # Until a first unmasked step, the output is zero, not STM_0.
+            keep = tf.cast(tf.cumsum(step_mask, axis=0) > 0, dtype)
+        outputs = hs * (keep if return_all_outputs else keep[-1:])
+    outputs = tf.transpose(outputs, (2, 0, 1))
+    batch, steps = sequences.shape[0], sequences.shape[1]
+    outputs.set_shape((batch, steps if return_all_outputs else 1, units))
+    states = [tf.transpose(hs[-1]), tf.transpose(c_last)]
+    for state in states:
+        state.set_shape((batch, units))
+    return outputs[:, -1], outputs, states
+
+
+def _forward(projected, mask, all_outputs, keep, events, h0, c0, kernel, use=None):
+    """The forward loop over transposed, gate-major tensors.
+
+    Returns `(STM, LTM_T, records)`: `STM` stacks `STM_t` for every step if
+    `all_outputs` (else only the last); with `keep`, `records` holds one
+    `TensorArray` per tensor the backward pass needs: `ifv` (`[i; f; V]`),
+    `n`, `c` (`LTM_{t-1}`), `u`, `hx` (`[STM_{t-1}; E_t; 1]`) and, for the
+    projected Use gate, `kept1` (`[LTM_{t-1} * f; 1]`).
+    """
+    units = h0.shape[0]
+    steps = tf.shape(events)[0]
+    events_ta = tf.TensorArray(events.dtype, size=steps).unstack(events)
+    mask_ta = None
+    if mask is not None:
+        mask_ta = tf.TensorArray(tf.bool, size=steps).unstack(mask)
+    h_ta = tf.TensorArray(events.dtype, size=steps if all_outputs else 1)
+    names = ["ifv", "n", "c", "u", "hx"] + (["kept1"] if projected else [])
+    records = {
+        name: tf.TensorArray(events.dtype, size=steps if keep else 1) for name in names
+    }
+    one = tf.ones_like(h0[:1])
+
+    def step(t, h, c, h_ta, records):
+        hx = tf.concat([h, events_ta.read(t)], axis=0)
+        z_ifv, z_n = tf.split(tf.matmul(kernel, hx), [3 * units, units], axis=0)
+        ifv = tf.sigmoid(z_ifv)
+        i, f, v = tf.split(ifv, 3, axis=0)
+        n = tf.tanh(z_n)
+        kept = f * c
+        c_new = kept + i * n
+        if projected:
+            kept1 = tf.concat([kept, one], axis=0)
+            u = tf.tanh(tf.matmul(use, kept1))
+        else:
+            u = tf.tanh(c_new)
+        h_new = u * v
+        if mask_ta is not None:
+            m = mask_ta.read(t)
+            h_new = tf.where(m, h_new, h)
+            c_new = tf.where(m, c_new, c)
+        if all_outputs:
+            h_ta = h_ta.write(t, h_new)
+        if keep:
+            # One array each: a concatenation here costs more than the writes.
+            saved = {"ifv": ifv, "n": n, "c": c, "u": u, "hx": hx}
+            if projected:
+                saved["kept1"] = kept1
+            records = {k: ta.write(t, saved[k]) for k, ta in records.items()}
+        return t + 1, h_new, c_new, h_ta, records
+
+    _, h_last, c_last, h_ta, records = tf.while_loop(
+        lambda t, *_: t < steps,
+        step,
+        (tf.constant(0), h0, c0, h_ta, records),
+        maximum_iterations=steps,
+        parallel_iterations=32,
+    )
+    hs = h_ta.stack() if all_outputs else h_last[None]
+    return hs, c_last, records
+
+
+def _with_backward(projected, mask, all_outputs):
+    """The forward loop as a function with a hand-written gradient."""
+
+    @tf.custom_gradient
+    def fused(events, h0, c0, kernel, *use):
+        hs, c_last, records = _forward(
+            projected, mask, all_outputs, True, events, h0, c0, kernel, *use
+        )
+
+        def grad(d_hs, d_c_last):
+            return _backward(
+                projected,
+                mask,
+                all_outputs,
+                records,
+                events,
+                h0,
+                kernel,
+                use,
+                d_hs,
+                d_c_last,
+            )
+
+        return (hs, c_last), grad
+
+    return fused
+
+
+def _backward(
+    projected, mask, all_outputs, records, events, h0, kernel, use, d_hs, d_c
+):
+    """Backpropagation through time; returns the inputs' gradients.
+
+    One matmul per step for the state's gradient, one to accumulate the
+    weights' gradient, and fused `SigmoidGrad`/`TanhGrad` for the gates.
+    """
+    units = h0.shape[0]
+    dtype = events.dtype
+    steps = tf.shape(events)[0]
+    d_hs_ta = None
+    if all_outputs:
+        d_hs_ta = tf.TensorArray(dtype, size=steps).unstack(d_hs)
+        dh_last = tf.zeros_like(h0)
+    else:
+        dh_last = d_hs[-1]
+    mask_ta = None
+    if mask is not None:
+        mask_ta = tf.TensorArray(dtype, size=steps).unstack(tf.cast(mask, dtype))
+    d_events_ta = tf.TensorArray(dtype, size=steps)
+    kernel_t = tf.transpose(kernel)
+    use_t = tf.transpose(use[0][:, :units]) if projected else None
+    sigmoid_grad = tf.raw_ops.SigmoidGrad
+    tanh_grad = tf.raw_ops.TanhGrad
+
+    def step(t, dh, dc, d_kernel, d_use, d_events_ta):
+        ifv, n, c_prev, u, hx, *kept1 = (ta.read(t) for ta in records.values())
+        i, f, v = tf.split(ifv, 3, axis=0)
+        if d_hs_ta is not None:
+            dh = dh + d_hs_ta.read(t)
+        dh_in, dc_in = dh, dc
+        if mask_ta is not None:
+            m = mask_ta.read(t)
+            dh_in, dc_in = dh * m, dc * m
+        dv = sigmoid_grad(y=v, dy=dh_in * u)
+        du = tanh_grad(y=u, dy=dh_in * v)
+        if projected:
+            d_use = d_use + tf.matmul(du, kept1[0], transpose_b=True)
+            d_kept = dc_in + tf.matmul(use_t, du)
+        else:
+            dc_in = dc_in + du
+            d_kept = dc_in
+        di = sigmoid_grad(y=i, dy=dc_in * n)
+        df = sigmoid_grad(y=f, dy=d_kept * c_prev)
+        dn = tanh_grad(y=n, dy=dc_in * i)
+        dz = tf.concat([di, df, dv, dn], axis=0)
+        d_kernel = d_kernel + tf.matmul(dz, hx, transpose_b=True)
+        dh_prev, d_event = tf.split(tf.matmul(kernel_t, dz), [units, -1], axis=0)
+        d_events_ta = d_events_ta.write(t, d_event)
+        dc_prev = d_kept * f
+        if mask_ta is not None:
+            dh_prev = dh_prev + dh * (1 - m)
+            dc_prev = dc_prev + dc * (1 - m)
+        return t - 1, dh_prev, dc_prev, d_kernel, d_use, d_events_ta
+
+    d_use0 = tf.zeros_like(use[0]) if projected else tf.zeros(())
+    _, dh0, dc0, d_kernel, d_use, d_events_ta = tf.while_loop(
+        lambda t, *_: t >= 0,
+        step,
+        (steps - 1, dh_last, d_c, tf.zeros_like(kernel), d_use0, d_events_ta),
+        maximum_iterations=steps,
+        parallel_iterations=32,
+    )
+    grads = [d_events_ta.stack(), dh0, dc0, d_kernel]
+    return grads + ([d_use] if projected else [])
