@@ -236,6 +236,39 @@ def test_masked_text_model_streams_through_padding(text_export):
     assert report.step_max_abs_diff <= FLOAT_TOLERANCE
 
 
+def test_masking_layer_with_zero_output_for_mask(tmp_path):
+    """Float inputs padded with `Masking`; masked steps output zeros."""
+    keras.utils.set_random_seed(8)
+    model = _randomize(
+        keras.Sequential(
+            [
+                keras.Input((TIME, FEATURES)),
+                keras.layers.Masking(0.0),
+                keras.layers.RNN(
+                    FourGateLSTMCell(5),
+                    return_sequences=True,
+                    zero_output_for_mask=True,
+                ),
+                keras.layers.Dense(2),
+            ]
+        )
+    )
+    path = tmp_path / "masking.tflite"
+    report = export_tflite(model, path, batch_size=3, streaming=True)
+    x = _sequences(batch=3, seed=16)
+    x[0, 2:] = 0.0  # padding at the end
+    x[1, 3] = 0.0  # a masked step in the middle
+    expected = _keras(model, x)
+    tflite = TFLiteModel(path)
+    np.testing.assert_allclose(tflite(x), expected, atol=FLOAT_TOLERANCE)
+    streamed = np.stack(_stream(tflite, x), axis=1)
+    np.testing.assert_allclose(streamed, expected, atol=FLOAT_TOLERANCE)
+    # A masked step's output is Dense(0): the Dense layer's bias.
+    bias = model.layers[-1].get_weights()[1]
+    np.testing.assert_allclose(streamed[1, 3], bias, atol=FLOAT_TOLERANCE)
+    assert report.step_max_abs_diff <= FLOAT_TOLERANCE
+
+
 # What is in the file.
 
 
