@@ -400,9 +400,7 @@ def tflite_model(make_layer, units, steps=100, features=16):
     model = keras.Sequential(
         [keras.Input((steps, features), batch_size=1), make_layer(units)]
     )
-    fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec((1, steps, features)))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()
 

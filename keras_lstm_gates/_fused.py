@@ -23,12 +23,18 @@ from keras import activations
 
 
 def supports(cell, unroll, training):
-    """Whether the fast path computes exactly what the cell would."""
+    """Whether the layer may take this path.
+
+    Only while training, where the backward pass pays: inference keeps the
+    layer's `backend.rnn` loop, which the TFLite converter lowers to builtin
+    ops (this loop's transposed arrays convert, but compute wrong numbers).
+    """
     return (
-        not unroll
+        training
+        and not unroll
         and cell.activation is activations.tanh
         and cell.recurrent_activation is activations.sigmoid
-        and not (training and cell.recurrent_dropout > 0)
+        and not cell.recurrent_dropout
     )
 
 
@@ -44,7 +50,6 @@ def run(
     go_backwards=False,
     zero_output_for_mask=False,
     return_all_outputs=True,
-    training=False,
 ):
     """Runs the cell over a sequence.
 
@@ -63,7 +68,6 @@ def run(
         zero_output_for_mask: Whether masked steps output zeros (else the
             last output).
         return_all_outputs: Whether `outputs` holds every step or the last.
-        training: If `True`, gradients use the hand-written backward pass.
 
     Returns:
         `(last_output, outputs, [STM_T, LTM_T])`, as `keras`'s backend `rnn`.
@@ -115,13 +119,8 @@ def run(
             mask = tf.reverse(mask, [0])
     h0, c0 = (tf.transpose(tf.cast(s, dtype)) for s in initial_state)
 
-    if training:
-        fused = _with_backward(projected, mask, return_all_outputs)
-        hs, c_last = fused(events, h0, c0, *weights)
-    else:
-        hs, c_last = _forward(
-            projected, mask, return_all_outputs, False, events, h0, c0, *weights
-        )[:2]
+    fused = _with_backward(projected, mask, return_all_outputs)
+    hs, c_last = fused(events, h0, c0, *weights)
 
     outputs = hs
     if mask is not None:
@@ -141,29 +140,43 @@ def run(
     return outputs[:, -1], outputs, states
 
 
-def _forward(projected, mask, all_outputs, keep, events, h0, c0, kernel, use=None):
+def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
     """The forward loop over transposed, gate-major tensors.
 
     Returns `(STM, LTM_T, records)`: `STM` stacks `STM_t` for every step if
-    `all_outputs` (else only the last); with `keep`, `records` holds one
+    `all_outputs` (else only the last); `records` holds one
     `TensorArray` per tensor the backward pass needs: `ifv` (`[i; f; V]`),
     `n`, `c` (`LTM_{t-1}`), `u`, `hx` (`[STM_{t-1}; E_t; 1]`) and, for the
     projected Use gate, `kept1` (`[LTM_{t-1} * f; 1]`).
     """
     units = h0.shape[0]
-    steps = tf.shape(events)[0]
-    events_ta = tf.TensorArray(events.dtype, size=steps).unstack(events)
+    dtype = events.dtype
+    steps = events.shape[0] if events.shape[0] is not None else tf.shape(events)[0]
+
+    def array(element_shape, dtype=dtype):
+        # Static element shapes let the TFLite converter lower the arrays.
+        return tf.TensorArray(dtype, size=steps, element_shape=element_shape)
+
+    events_ta = array(events.shape[1:]).unstack(events)
     mask_ta = None
     if mask is not None:
-        mask_ta = tf.TensorArray(tf.bool, size=steps).unstack(mask)
-    h_ta = tf.TensorArray(events.dtype, size=steps if all_outputs else 1)
-    names = ["ifv", "n", "c", "u", "hx"] + (["kept1"] if projected else [])
-    records = {
-        name: tf.TensorArray(events.dtype, size=steps if keep else 1) for name in names
+        mask_ta = array(mask.shape[1:], tf.bool).unstack(mask)
+    # `h` for the outputs, and one array per tensor the backward pass reads.
+    shapes = {
+        "ifv": (3 * units, h0.shape[1]),
+        "n": h0.shape,
+        "c": h0.shape,
+        "u": h0.shape,
+        "hx": (kernel.shape[1], h0.shape[1]),
     }
+    if all_outputs:
+        shapes["h"] = h0.shape
+    if projected:
+        shapes["kept1"] = (units + 1, h0.shape[1])
+    arrays = {name: array(shape) for name, shape in shapes.items()}
     one = tf.ones_like(h0[:1])
 
-    def step(t, h, c, h_ta, records):
+    def step(t, h, c, arrays):
         hx = tf.concat([h, events_ta.read(t)], axis=0)
         z_ifv, z_n = tf.split(tf.matmul(kernel, hx), [3 * units, units], axis=0)
         ifv = tf.sigmoid(z_ifv)
@@ -171,6 +184,7 @@ def _forward(projected, mask, all_outputs, keep, events, h0, c0, kernel, use=Non
         n = tf.tanh(z_n)
         kept = f * c
         c_new = kept + i * n
+        kept1 = None
         if projected:
             kept1 = tf.concat([kept, one], axis=0)
             u = tf.tanh(tf.matmul(use, kept1))
@@ -181,25 +195,21 @@ def _forward(projected, mask, all_outputs, keep, events, h0, c0, kernel, use=Non
             m = mask_ta.read(t)
             h_new = tf.where(m, h_new, h)
             c_new = tf.where(m, c_new, c)
-        if all_outputs:
-            h_ta = h_ta.write(t, h_new)
-        if keep:
-            # One array each: a concatenation here costs more than the writes.
-            saved = {"ifv": ifv, "n": n, "c": c, "u": u, "hx": hx}
-            if projected:
-                saved["kept1"] = kept1
-            records = {k: ta.write(t, saved[k]) for k, ta in records.items()}
-        return t + 1, h_new, c_new, h_ta, records
+        # One array each: a concatenation here costs more than the writes.
+        values = {"h": h_new, "ifv": ifv, "n": n, "c": c, "u": u, "hx": hx}
+        values["kept1"] = kept1
+        arrays = {k: ta.write(t, values[k]) for k, ta in arrays.items()}
+        return t + 1, h_new, c_new, arrays
 
-    _, h_last, c_last, h_ta, records = tf.while_loop(
+    _, h_last, c_last, arrays = tf.while_loop(
         lambda t, *_: t < steps,
         step,
-        (tf.constant(0), h0, c0, h_ta, records),
+        (tf.constant(0), h0, c0, arrays),
         maximum_iterations=steps,
         parallel_iterations=32,
     )
-    hs = h_ta.stack() if all_outputs else h_last[None]
-    return hs, c_last, records
+    hs = arrays.pop("h").stack() if all_outputs else h_last[None]
+    return hs, c_last, arrays
 
 
 def _with_backward(projected, mask, all_outputs):
@@ -208,7 +218,7 @@ def _with_backward(projected, mask, all_outputs):
     @tf.custom_gradient
     def fused(events, h0, c0, kernel, *use):
         hs, c_last, records = _forward(
-            projected, mask, all_outputs, True, events, h0, c0, kernel, *use
+            projected, mask, all_outputs, events, h0, c0, kernel, *use
         )
 
         def grad(d_hs, d_c_last):
@@ -240,7 +250,7 @@ def _backward(
     """
     units = h0.shape[0]
     dtype = events.dtype
-    steps = tf.shape(events)[0]
+    steps = events.shape[0] if events.shape[0] is not None else tf.shape(events)[0]
     d_hs_ta = None
     if all_outputs:
         d_hs_ta = tf.TensorArray(dtype, size=steps).unstack(d_hs)
@@ -257,7 +267,9 @@ def _backward(
     tanh_grad = tf.raw_ops.TanhGrad
 
     def step(t, dh, dc, d_kernel, d_use, d_events_ta):
-        ifv, n, c_prev, u, hx, *kept1 = (ta.read(t) for ta in records.values())
+        ifv, n, c_prev, u, hx = (
+            records[k].read(t) for k in ("ifv", "n", "c", "u", "hx")
+        )
         i, f, v = tf.split(ifv, 3, axis=0)
         if d_hs_ta is not None:
             dh = dh + d_hs_ta.read(t)
@@ -268,7 +280,8 @@ def _backward(
         dv = sigmoid_grad(y=v, dy=dh_in * u)
         du = tanh_grad(y=u, dy=dh_in * v)
         if projected:
-            d_use = d_use + tf.matmul(du, kept1[0], transpose_b=True)
+            kept1 = records["kept1"].read(t)
+            d_use = d_use + tf.matmul(du, kept1, transpose_b=True)
             d_kept = dc_in + tf.matmul(use_t, du)
         else:
             dc_in = dc_in + du

@@ -219,7 +219,6 @@ class FourGateLSTM(keras.layers.RNN):
                     go_backwards=self.go_backwards,
                     zero_output_for_mask=self.zero_output_for_mask,
                     return_all_outputs=self.return_sequences,
-                    training=training,
                 )
 
         # The events' share of all four gates, for every step in one matmul.
