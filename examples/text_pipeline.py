@@ -135,7 +135,9 @@ class TextVectorizer:
         return len(self.vocabulary) + 2
 
     @classmethod
-    def adapt(cls, texts, max_tokens, sequence_length=None, batch_size=1024):
+    def adapt(
+        cls, texts, max_tokens, sequence_length=None, min_count=2, batch_size=1024
+    ):
         """Builds a vectorizer from the training texts only.
 
         Args:
@@ -143,6 +145,8 @@ class TextVectorizer:
             max_tokens: Keep at most this many ids, `[PAD]`/`[UNK]` included.
             sequence_length: Ids per text; `None` takes the 95th percentile
                 of the training texts' lengths (at least 8, at most 256).
+            min_count: Keep only tokens seen at least this often; rarer ones
+                become `[UNK]` (a token seen once teaches nothing general).
             batch_size: Texts tokenised at once.
 
         Returns:
@@ -155,7 +159,9 @@ class TextVectorizer:
             lengths.extend(tokens.row_lengths().numpy().tolist())
             counts.update(t.decode("utf-8") for t in tokens.flat_values.numpy())
         counts.pop("", None)
-        vocabulary = [t for t, _ in counts.most_common(max_tokens - 2)]
+        vocabulary = [
+            t for t, n in counts.most_common(max_tokens - 2) if n >= min_count
+        ]
         if sequence_length is None:
             sequence_length = int(np.clip(np.percentile(lengths, 95), 8, 256))
         return cls(vocabulary, sequence_length)

@@ -232,12 +232,12 @@ def test_stratified_split_keeps_class_proportions_and_is_seeded():
 
 def test_vectorizer_vocabulary_comes_from_training_texts_only():
     train = np.array(["The cat sat.", "the CAT ran", "a dog sat"])
-    vectorizer = text_pipeline.TextVectorizer.adapt(train, max_tokens=100)
-    assert "cat" in vectorizer.vocabulary and "CAT" not in vectorizer.vocabulary
-    assert vectorizer.vocabulary[:2] == ["cat", "sat"] or vectorizer.vocabulary[:2] == [
-        "the",
-        "cat",
-    ]
+    vectorizer = text_pipeline.TextVectorizer.adapt(train, 100, min_count=1)
+    # Case folded; "." counts as a token; counts decide the order.
+    assert set(vectorizer.vocabulary) == {"the", "cat", "sat", "ran", "a", "dog", "."}
+    assert set(vectorizer.vocabulary[:3]) == {"the", "cat", "sat"}
+    frequent = text_pipeline.TextVectorizer.adapt(train, 100)
+    assert set(frequent.vocabulary) == {"the", "cat", "sat"}
     ids = vectorizer.transform(np.array(["the zebra sat", "cat"]))
     assert ids.shape == (2, vectorizer.sequence_length)
     index = {token: k + 2 for k, token in enumerate(vectorizer.vocabulary)}
