@@ -80,7 +80,10 @@ def test_classic_takes_keras_lstm_weights_and_matches_it(layer_kind):
 
 
 @pytest.mark.parametrize("use_gate", USE_GATES)
-def test_gradients_match_finite_differences(use_gate):
+# training=True takes the layer's training path (a hand-written backward pass
+# on TensorFlow); training=False the inference loop, differentiated by autodiff.
+@pytest.mark.parametrize("training", [False, True])
+def test_gradients_match_finite_differences(use_gate, training):
     rng = np.random.default_rng(3)
     layer = FourGateLSTM(3, use_gate=use_gate, return_sequences=True, dtype="float64")
     x = tf.constant(rng.normal(size=(2, 6, 2)))
@@ -91,7 +94,7 @@ def test_gradients_match_finite_differences(use_gate):
     probe = tf.constant(rng.normal(size=(2, 6, 3)))
 
     def loss():
-        return tf.reduce_sum(layer(x) * probe)
+        return tf.reduce_sum(layer(x, training=training) * probe)
 
     with tf.GradientTape() as tape:
         value = loss()
