@@ -1,0 +1,217 @@
+"""The fused training path of `FourGateLSTM` (TensorFlow backend).
+
+`FourGateLSTM` trains through `keras_lstm_gates._fused`, a whole-sequence loop
+with a hand-written backward pass. These tests hold it to the cell's own loop
+(`keras.layers.RNN(FourGateLSTMCell)`, differentiated by TensorFlow), to an
+independent NumPy reference, and to finite differences.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import FourGateLSTMCell
+from tests import reference
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the fused path is the TensorFlow backend's",
+)
+
+BATCH, STEPS, FEATURES, UNITS = 3, 6, 4, 5
+
+
+def _data(dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((BATCH, STEPS, FEATURES)).astype(dtype)
+    h0 = rng.standard_normal((BATCH, UNITS)).astype(dtype)
+    c0 = rng.standard_normal((BATCH, UNITS)).astype(dtype)
+    mask = np.ones((BATCH, STEPS), bool)
+    mask[0, 4:] = False  # padded at the end
+    mask[1, :2] = False  # padded at the start
+    mask[2, 3] = False  # a gap
+    return x, h0, c0, mask
+
+
+def _pair(use_gate, dtype=None, **kwargs):
+    """The fused layer and the cell's loop, with the same random weights."""
+    fused = FourGateLSTM(UNITS, use_gate=use_gate, dtype=dtype, **kwargs)
+    loop = keras.layers.RNN(
+        FourGateLSTMCell(UNITS, use_gate=use_gate, dtype=dtype), dtype=dtype, **kwargs
+    )
+    x = np.zeros((BATCH, STEPS, FEATURES), dtype or "float32")
+    fused(x)
+    loop(x)
+    rng = np.random.default_rng(1)
+    weights = [0.5 * rng.standard_normal(w.shape) for w in fused.get_weights()]
+    fused.set_weights(weights)
+    loop.set_weights(weights)
+    return fused, loop
+
+
+def _outputs_and_gradients(layer, x, h0, c0, mask, training=True):
+    """Outputs and d(loss)/d(x, STM_0, LTM_0, weights), in a tf.function."""
+    import tensorflow as tf
+
+    @tf.function
+    def run(x, h0, c0):
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0, c0])
+            outputs = layer(x, initial_state=[h0, c0], mask=mask, training=training)
+            outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+            # A loss that weighs every output differently.
+            loss = sum(
+                tf.reduce_sum(
+                    o * tf.reshape(tf.cast(tf.range(tf.size(o)), o.dtype), o.shape)
+                )
+                / 10.0
+                for o in outputs
+            )
+        grads = tape.gradient(loss, [x, h0, c0] + layer.trainable_weights)
+        return outputs, grads
+
+    outputs, grads = run(tf.constant(x), tf.constant(h0), tf.constant(c0))
+    return [o.numpy() for o in outputs], [g.numpy() for g in grads]
+
+
+def test_layer_trains_through_fused_path(monkeypatch):
+    from keras_lstm_gates import _fused
+
+    calls = []
+    original = _fused.run
+    monkeypatch.setattr(
+        _fused, "run", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    layer = FourGateLSTM(UNITS)
+    x = _data()[0]
+    layer(x, training=False)
+    assert calls == []
+    layer(x, training=True)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"masked": True},
+        {"go_backwards": True, "return_sequences": True},
+        {"masked": True, "return_sequences": True, "zero_output_for_mask": True},
+        {"masked": True, "go_backwards": True, "return_state": True},
+    ],
+    ids=["plain", "masked", "backwards-sequences", "masked-zero-output", "state"],
+)
+def test_gradients_match_autodiff_of_cell_loop(use_gate, options):
+    options = dict(options)
+    x, h0, c0, mask = _data()
+    mask = mask if options.pop("masked", False) else None
+    fused, loop = _pair(use_gate, **options)
+    fused_out, fused_grads = _outputs_and_gradients(fused, x, h0, c0, mask)
+    loop_out, loop_grads = _outputs_and_gradients(loop, x, h0, c0, mask)
+    assert len(fused_out) == len(loop_out)
+    for a, b in zip(fused_out, loop_out):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert len(fused_grads) == len(loop_grads)
+    for a, b in zip(fused_grads, loop_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+def test_training_forward_matches_numpy_reference(use_gate):
+    x, h0, c0, _ = _data()
+    layer = FourGateLSTM(UNITS, use_gate=use_gate, return_sequences=True)
+    layer(x)
+    weights = reference.random_gate_weights(
+        UNITS, FEATURES, use_gate, np.random.default_rng(2)
+    )
+    layer.set_gate_weights(weights)
+    out = layer(x, initial_state=[h0, c0], training=True)
+    expected = reference.four_gate_lstm(x, weights, use_gate, stm=h0, ltm=c0)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(out), expected["STM"], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+def test_gradients_match_finite_differences(use_gate):
+    import tensorflow as tf
+
+    x, h0, c0, mask = _data("float64")
+    layer, _ = _pair(use_gate, dtype="float64", return_sequences=True)
+    coefficients = np.random.default_rng(3).standard_normal((BATCH, STEPS, UNITS))
+
+    def loss(x, h0, c0):
+        out = layer(x, initial_state=[h0, c0], mask=mask, training=True)
+        return tf.reduce_sum(out * coefficients)
+
+    loss_fn = tf.function(loss)
+    inputs = [tf.Variable(a) for a in (x, h0, c0)]
+    tensors = inputs + layer.trainable_weights
+    with tf.GradientTape() as tape:
+        value = loss_fn(*inputs)
+    grads = tape.gradient(value, tensors)
+    rng = np.random.default_rng(4)
+    eps = 1e-6
+    for tensor, grad in zip(tensors, grads):
+        for _ in range(3):
+            index = tuple(rng.integers(0, n) for n in tensor.shape)
+            original = tensor.numpy()
+            bumped = []
+            for sign in (1, -1):
+                changed = original.copy()
+                changed[index] += sign * eps
+                tensor.assign(changed)
+                bumped.append(float(loss_fn(*inputs)))
+            tensor.assign(original)
+            numeric = (bumped[0] - bumped[1]) / (2 * eps)
+            assert abs(grad.numpy()[index] - numeric) < 1e-6 + 1e-5 * abs(numeric)
+
+
+def _fit_once(use_gate, jit_compile):
+    keras.utils.set_random_seed(0)
+    x, _, _, _ = _data()
+    y = np.random.default_rng(5).standard_normal((BATCH, 1)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((STEPS, FEATURES)), FourGateLSTM(UNITS, use_gate=use_gate)]
+        + [keras.layers.Dense(1)]
+    )
+    model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+    model.train_on_batch(x, y)
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+def test_jit_compiled_training_step_matches_graph_step(use_gate):
+    eager = _fit_once(use_gate, jit_compile=False)
+    compiled = _fit_once(use_gate, jit_compile=True)
+    for a, b in zip(eager, compiled):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_mixed_bfloat16_training_follows_float32():
+    x, h0, c0, mask = _data()
+    fused, _ = _pair("projected")
+    _, grads32 = _outputs_and_gradients(fused, x, h0, c0, mask)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        half, _ = _pair("projected")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    half_out, grads16 = _outputs_and_gradients(half, x, h0, c0, mask)
+    assert str(half_out[0].dtype) == "bfloat16"
+    for a, b in zip(grads32[3:], grads16[3:]):
+        b = np.asarray(b, np.float32)
+        assert np.abs(a - b).max() <= 0.05 * np.abs(a).max() + 0.05
+
+
+def test_recurrent_dropout_trains_through_cell_loop():
+    from keras_lstm_gates import _fused
+
+    layer = FourGateLSTM(UNITS, recurrent_dropout=0.5, seed=1)
+    layer(_data()[0])
+    assert not _fused.supports(layer.cell, layer.unroll, training=True)
+    assert _fused.supports(FourGateLSTM(UNITS).cell, False, training=True)
+    out = layer(_data()[0], training=True)
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
