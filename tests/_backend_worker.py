@@ -56,8 +56,11 @@ def check_equations(inputs, info):
 def check_lstm_parity(inputs, info):
     """`keras.layers.LSTM` and a classic `FourGateLSTM` with its weights."""
     x = inputs["x"]
-    lstm_weights = [inputs["lstm.kernel"], inputs["lstm.recurrent_kernel"]]
-    lstm_weights.append(inputs["lstm.bias"])
+    lstm_weights = [
+        inputs["lstm.kernel"],
+        inputs["lstm.recurrent_kernel"],
+        inputs["lstm.bias"],
+    ]
     units = inputs["lstm.bias"].shape[0] // 4
     outputs = {}
     for name, layer in [
