@@ -92,6 +92,26 @@ def check_masking(inputs, info):
     return outputs
 
 
+def check_dropout(inputs, info):
+    """Dropout and recurrent dropout under `jit_compile`, then inference."""
+    x = inputs["x"]
+    outputs = {}
+    model = keras.Sequential(
+        [
+            keras.Input(x.shape[1:]),
+            FourGateLSTM(8, dropout=0.3, recurrent_dropout=0.3, seed=1),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile("adam", "mse", jit_compile=True)
+    history = model.fit(x, x[:, 0, :1], verbose=0)
+    info["dropout.loss"] = history.history["loss"]
+    for call in (1, 2):
+        outputs[f"training_{call}"] = model(x, training=True)
+        outputs[f"inference_{call}"] = model(x, training=False)
+    return outputs
+
+
 def check_fit(inputs, info):
     """One epoch of `model.fit` from the test's weights, then more to learn."""
     x, y = inputs["fit_x"], inputs["fit_y"]
@@ -135,6 +155,7 @@ def main(work_dir):
         "equations": check_equations,
         "lstm_parity": check_lstm_parity,
         "masking": check_masking,
+        "dropout": check_dropout,
         "fit": check_fit,
         "saving": lambda inputs, info: check_saving(inputs, info, work_dir),
     }

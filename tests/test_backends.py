@@ -190,6 +190,14 @@ def test_padded_sequence_equals_unpadded(jax_run):
     np.testing.assert_allclose(outputs["trace_STM"][:, -1], expected, atol=1e-5)
 
 
+def test_dropout_only_while_training_under_jit(jax_run):
+    outputs = _check(jax_run, "dropout")
+    assert np.all(np.isfinite(jax_run.info["dropout.loss"]))
+    np.testing.assert_array_equal(outputs["inference_1"], outputs["inference_2"])
+    assert not np.allclose(outputs["training_1"], outputs["inference_1"], atol=1e-4)
+    assert not np.allclose(outputs["training_1"], outputs["training_2"], atol=1e-4)
+
+
 def test_fit_with_jit_compile_equals_tensorflow_fit(jax_run):
     outputs = _check(jax_run, "fit")
     assert jax_run.info["fit.model_jit"]
