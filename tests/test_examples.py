@@ -10,12 +10,16 @@ pre-filled cache.
 
 import io
 import json
+import os
+import socket
+import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -417,3 +421,59 @@ def test_text_classification_quick_run_reports_every_class(tmp_path):
     assert metrics["majority_baseline_accuracy"] == pytest.approx(0.25, abs=0.02)
     for name in ("model.keras", "model.tflite", "confusion_matrix.png", "gates.png"):
         assert (out / name).is_file(), name
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_to_the_same_weights(tmp_path):
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+            TF_CPP_MIN_LOG_LEVEL="3",
+        )
+        command = [sys.executable, str(REPO / "examples" / "temperature.py")]
+        command += ["--quick", "--units", "4", "--window", "12", "--seed", "3"]
+        command += [
+            "--distribute",
+            "multiworker",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+        workers.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
+    chief = keras.models.load_model(tmp_path / "run" / "model.keras")
+    other = keras.models.load_model(tmp_path / "run-worker1" / "model.keras")
+    for a, b in zip(chief.get_weights(), other.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    metrics = [
+        json.loads((tmp_path / name / "metrics.json").read_text())
+        for name in ("run", "run-worker1")
+    ]
+    assert metrics[0]["test_mae"] == pytest.approx(metrics[1]["test_mae"], abs=1e-5)
+    assert metrics[0]["distribute"] == "multiworker"
+    # Only the chief exports.
+    assert (tmp_path / "run" / "model.tflite").is_file()
+    assert not (tmp_path / "run-worker1" / "model.tflite").exists()
