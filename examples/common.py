@@ -47,9 +47,9 @@ def build_parser(task, description, *, epochs, batch_size, units):
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=_positive_int, default=epochs)
-    parser.add_argument("--batch-size", type=_positive_int, default=batch_size)
-    parser.add_argument("--units", type=_positive_int, default=units)
+    parser.add_argument("--epochs", type=positive_int, default=epochs)
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size)
+    parser.add_argument("--units", type=positive_int, default=units)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument(
         "--output-dir",
@@ -75,7 +75,7 @@ def build_parser(task, description, *, epochs, batch_size, units):
     )
     parser.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         default=5,
         help="epochs without a better validation loss before stopping early",
     )
@@ -88,7 +88,8 @@ def build_parser(task, description, *, epochs, batch_size, units):
     return parser
 
 
-def _positive_int(text):
+def positive_int(text):
+    """An `argparse` type: a positive int."""
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")

@@ -60,10 +60,10 @@ def parse_args(argv):
         help="with --csv: the columns the model reads (default: every numeric one)",
     )
     parser.add_argument(
-        "--window", type=common._positive_int, default=48, help="past readings read"
+        "--window", type=common.positive_int, default=48, help="past readings read"
     )
     parser.add_argument(
-        "--horizon", type=common._positive_int, default=1, help="readings ahead"
+        "--horizon", type=common.positive_int, default=1, help="readings ahead"
     )
     parser.add_argument(
         "--distribute",

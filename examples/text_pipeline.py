@@ -444,7 +444,7 @@ def add_text_arguments(parser):
     parser.add_argument("--label-column", default="label", help="with --csv")
     parser.add_argument(
         "--max-length",
-        type=common._positive_int,
+        type=common.positive_int,
         default=None,
         help="tokens per text (default: the 95th percentile of the training texts)",
     )
