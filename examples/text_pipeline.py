@@ -24,7 +24,7 @@ PAD, OOV = "[PAD]", "[UNK]"
 
 
 def read_labelled_csv(path, text_column="text", label_column="label"):
-    """Reads `(texts, labels)` from a CSV, checking the columns and classes.
+    """Reads `(texts, labels)` from a CSV, checking the file and columns.
 
     Args:
         path: The CSV file.
@@ -32,7 +32,8 @@ def read_labelled_csv(path, text_column="text", label_column="label"):
         label_column: The column of class labels (strings or numbers).
 
     Returns:
-        Two NumPy arrays: the texts (`str`) and the labels as strings.
+        Two NumPy arrays: the texts (`str`) and the labels as strings; rows
+        with an empty label are left out.
     """
     path = Path(path)
     if not path.is_file():
@@ -127,7 +128,6 @@ class TextVectorizer:
         self.lookup = keras.layers.StringLookup(
             vocabulary=self.vocabulary, mask_token="", num_oov_indices=1
         )
-        self.tokenizer = tf_text.UnicodeScriptTokenizer()
 
     @property
     def vocabulary_size(self):
