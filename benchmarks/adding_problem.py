@@ -52,6 +52,11 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--use-gate-initializer",
+        default="glorot_uniform",
+        help="initializer of W_u for FourGateLSTM projected (the layer's default)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     args.lengths = [int(t) for t in args.lengths.split(",")]
@@ -90,7 +95,9 @@ def adding_batch(rng, batch_size, length):
 
 MODELS = {
     "FourGateLSTM classic": lambda u: FourGateLSTM(u, use_gate="classic"),
-    "FourGateLSTM projected": lambda u: FourGateLSTM(u, use_gate="projected"),
+    "FourGateLSTM projected": lambda u, init="glorot_uniform": FourGateLSTM(
+        u, use_gate="projected", use_gate_initializer=init
+    ),
     "keras LSTM": lambda u: keras.layers.LSTM(u),
     "keras SimpleRNN": lambda u: keras.layers.SimpleRNN(u),
 }
@@ -98,10 +105,14 @@ MODELS = {
 
 def build_model(name, length, args):
     keras.utils.set_random_seed(args.seed)
+    if name == "FourGateLSTM projected":
+        layer = MODELS[name](args.units, args.use_gate_initializer)
+    else:
+        layer = MODELS[name](args.units)
     model = keras.Sequential(
         [
             keras.Input((length, 2)),
-            MODELS[name](args.units),
+            layer,
             keras.layers.Dense(1),
         ]
     )
@@ -150,7 +161,8 @@ def markdown(results, args):
     lines = [
         f"Adding problem: {args.units} units, batch {args.batch_size}, Adam "
         f"lr {args.learning_rate} (clipnorm 1.0), budget {args.steps} steps, "
-        f"test MSE on 1000 sequences every {args.eval_every} steps.",
+        f"test MSE on 1000 sequences every {args.eval_every} steps; "
+        f"projected W_u initializer: {args.use_gate_initializer}.",
         "",
         "| model | " + " | ".join(f"T = {t}" for t in args.lengths) + " |",
         "|---|" + "---|" * len(args.lengths),
