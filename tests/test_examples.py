@@ -205,6 +205,23 @@ def test_windows_hold_the_past_and_the_target_horizon_ahead():
         assert last[k] == k + 3
 
 
+def test_forecast_is_the_last_value_plus_the_predicted_change():
+    model = keras.Sequential(
+        [
+            keras.Input((4, 2)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                1,
+                kernel_initializer="zeros",
+                bias_initializer=keras.initializers.Constant(0.5),
+            ),
+        ]
+    )
+    last = np.array([1.0, -2.0, 3.0], "float32")
+    windows = (np.zeros((3, 4, 2), "float32"), None, last)
+    np.testing.assert_allclose(temperature.forecast(model, windows), last + 0.5)
+
+
 def test_split_in_time_is_chronological_and_complete():
     frame = pd.DataFrame({"t": np.arange(1000)})
     train, val, test = temperature.split_in_time(frame, 48, 1)
