@@ -235,7 +235,11 @@ def linear_forecast(train_inputs, train_targets, test_inputs):
 
 def build_model(input_shape, stats, units, recurrent="four_gate", learning_rate=3e-3):
     mean, variance, target_mean, target_std = stats
-    rnn = FourGateLSTM(units) if recurrent == "four_gate" else keras.layers.LSTM(units)
+    # A fixed name: the TFLite `step` signature names its states after it.
+    if recurrent == "four_gate":
+        rnn = FourGateLSTM(units, name="four_gate_lstm")
+    else:
+        rnn = keras.layers.LSTM(units, name="keras_lstm")
     model = keras.Sequential(
         [
             keras.Input(input_shape),

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -380,6 +381,12 @@ def test_temperature_quick_run_writes_everything(tmp_path):
     # The streaming `step` signature, fed one reading at a time, agrees too.
     assert saved["tflite_max_abs_diff"] < 1e-3
     assert saved["tflite_step_max_abs_diff"] < 1e-3
+    signatures = Interpreter(str(out / "model.tflite")).get_signature_list()
+    assert set(signatures["step"]["inputs"]) == {
+        "inputs",
+        "four_gate_lstm_stm",
+        "four_gate_lstm_ltm",
+    }
     assert not any("Flex" in op for op in saved["tflite_ops"])
 
 
