@@ -24,6 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 # one line and a non-zero exit; any other error keeps its trace.
 INPUT_ERRORS = (ValueError, TypeError, OSError)
 
+# How the plots and tables name the two recurrent layers.
+MODEL_NAMES = {"four_gate": "FourGateLSTM", "keras_lstm": "keras.layers.LSTM"}
+
 # Samples and epochs of a `--quick` smoke run.
 QUICK_SAMPLES = 400
 QUICK_EPOCHS = 1
@@ -216,11 +219,13 @@ def plot_history(histories, path):
     """Plots the training and validation loss of each model per epoch.
 
     Args:
-        histories: Dict from a model's name to its `History`.
+        histories: Dict from a model's kind (`"four_gate"`, `"keras_lstm"`)
+            to its `History`.
         path: Where to write the PNG.
     """
     figure, axes = plt.subplots(figsize=(6, 3.5))
-    for (name, history), color in zip(histories.items(), ("C0", "C1")):
+    for (kind, history), color in zip(histories.items(), ("C0", "C1")):
+        name = MODEL_NAMES.get(kind, kind)
         loss = history.history["loss"]
         epochs = np.arange(1, len(loss) + 1)
         axes.plot(epochs, loss, color=color, label=f"{name} train")
