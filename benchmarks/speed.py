@@ -49,6 +49,12 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="few runs, one shape")
     parser.add_argument("--runs", type=int, default=None, help="timed runs (15)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument(
+        "--jit",
+        choices=("off", "on", "both"),
+        default=None,
+        help="jit_compile modes (default: both; --quick: off; JAX: on)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -235,10 +241,11 @@ def torch_models(shape, train):
     return train_step if train else forward
 
 
-def jit_modes(backend, quick):
-    if backend == "jax":
+def jit_modes(args):
+    if args.backend == "jax":
         return (True,)
-    return (False,) if quick else (False, True)
+    jit = args.jit or ("off" if args.quick else "both")
+    return {"off": (False,), "on": (True,), "both": (False, True)}[jit]
 
 
 # ---------------------------------------------------------------------------
@@ -274,7 +281,7 @@ def section_train(args, shapes=None, policy=None):
     shapes = shapes or (QUICK_SHAPES if args.quick else SHAPES)
     results = {}
     for shape in shapes:
-        for jit in jit_modes(args.backend, args.quick):
+        for jit in jit_modes(args):
             if policy:
                 keras.mixed_precision.set_global_policy(policy)
             x, y = random_data(shape)
@@ -304,7 +311,7 @@ def section_infer(args):
     shapes = QUICK_SHAPES if args.quick else SHAPES
     results = {}
     for shape in shapes:
-        for jit in jit_modes(args.backend, args.quick):
+        for jit in jit_modes(args):
             x, _ = random_data(shape)
             fns = {}
             for name, make in keras_contenders().items():
