@@ -27,6 +27,8 @@ _PER_STEP_LAYERS = (
     keras.layers.Softmax,
     keras.layers.LayerNormalization,
     keras.layers.BatchNormalization,
+    keras.layers.Normalization,
+    keras.layers.Rescaling,
 )
 # Layers that are the identity at inference.
 _INFERENCE_IDENTITY_LAYERS = (
@@ -140,7 +142,7 @@ def _plan(model):
                 raise _cannot_stream(
                     layer, f"it acts on axis {axis}, not on the features of each step"
                 )
-            plan.append(("layer", layer))
+            plan.append(("per_step", layer))
         else:
             raise _cannot_stream(
                 layer,
@@ -203,9 +205,14 @@ class StepFunction:
                 continue
             if kind == "time_distributed":
                 x = layer.layer(x, training=False)
-            elif kind == "layer":
+            elif kind == "per_step":
+                # The layer sees one step as a sequence of length 1, the rank
+                # it was built for (`Normalization` broadcasts over it).
+                x = ops.expand_dims(x, 1)
                 if isinstance(layer, (keras.layers.Embedding, keras.layers.Masking)):
-                    mask = layer.compute_mask(x)
+                    mask = ops.squeeze(layer.compute_mask(x), 1)
+                x = ops.squeeze(layer(x, training=False), 1)
+            elif kind == "layer":
                 x = layer(x, training=False)
             else:
                 x, mask = self._recurrent_step(layer, x, mask, states, new_states)

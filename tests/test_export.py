@@ -106,6 +106,24 @@ def _sequence_output():
     return _randomize(keras.Model(inputs, outputs))
 
 
+def _normalized():
+    # Input scaling inside the model, as the temperature example does.
+    mean = np.linspace(-1.0, 1.0, FEATURES)
+    variance = np.linspace(0.5, 2.0, FEATURES)
+    return _randomize(
+        keras.Sequential(
+            [
+                keras.Input((TIME, FEATURES)),
+                keras.layers.Normalization(mean=mean, variance=variance),
+                keras.layers.Rescaling(0.5, offset=0.1),
+                FourGateLSTM(5),
+                keras.layers.Dense(1),
+                keras.layers.Rescaling(3.0, offset=-1.0),
+            ]
+        )
+    )
+
+
 def _text(vocab=30):
     return _randomize(
         keras.Sequential(
@@ -125,6 +143,7 @@ FLOAT_MODELS = {
     "single_classic": lambda: _single("classic"),
     "stacked": _stacked,
     "return_sequences": _sequence_output,
+    "normalized": _normalized,
 }
 
 
