@@ -56,6 +56,9 @@ def parse_args(argv=None):
         help="jit_compile modes (default: both; --quick: off; JAX: on)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument(
+        "--no-torch", action="store_true", help="leave torch.nn.LSTM out"
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
@@ -103,6 +106,8 @@ def keras_contenders():
 
 
 def torch_available():
+    if os.environ.get("SPEED_NO_TORCH"):
+        return False
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -497,6 +502,8 @@ def markdown_tables(body, title=""):
 def main():
     args = parse_args()
     args.backend = select_backend(args.backend)
+    if args.no_torch:
+        os.environ["SPEED_NO_TORCH"] = "1"
     sys.path.insert(0, str(REPO))
     if args.memory_child:
         memory_child(args.memory_child)
