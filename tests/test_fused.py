@@ -215,3 +215,28 @@ def test_recurrent_dropout_trains_through_cell_loop():
     assert _fused.supports(FourGateLSTM(UNITS).cell, False, training=True)
     out = layer(_data()[0], training=True)
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+def test_fit_with_unknown_batch_and_time_matches_cell_loop(use_gate):
+    def model(layer):
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential(
+            [keras.Input((None, FEATURES)), keras.layers.Masking(), layer]
+            + [keras.layers.Dense(1)]
+        )
+        net.compile(keras.optimizers.SGD(0.1), "mse")
+        return net
+
+    fused = model(FourGateLSTM(UNITS, use_gate=use_gate))
+    loop = model(keras.layers.RNN(FourGateLSTMCell(UNITS, use_gate=use_gate)))
+    loop.set_weights(fused.get_weights())
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((10, STEPS, FEATURES)).astype("float32")
+    x[0, 4:] = 0.0  # masked padding
+    y = rng.standard_normal((10, 1)).astype("float32")
+    # Batches of 4, 4 and 2: the last one has another batch size.
+    fused.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    loop.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    for a, b in zip(fused.get_weights(), loop.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
