@@ -242,13 +242,19 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
             ]
         )
 
-    def project_inputs(self, inputs):
-        """The part of all four gates' pre-activations that `E_t` gives.
+    def pre_activations(self, inputs, stm_prev):
+        """`W [STM_{t-1}, E_t] + b` for all four gates at once.
 
-        Returns `E_t @ kernel + bias`, shape `(..., 4 * units)`. The layer
-        computes it for a whole sequence in one matmul before the loop.
+        Args:
+            inputs: `E_t`, `(batch, input_dim)`.
+            stm_prev: `STM_{t-1}`, `(batch, units)`.
+
+        Returns:
+            The fused pre-activations, `(batch, 4 * units)`, in the order
+            `i, f, N, V`.
         """
         z = ops.matmul(inputs, self.kernel)
+        z = z + ops.matmul(stm_prev, self.recurrent_kernel)
         if self.use_bias:
             z = z + self.bias
         return z
@@ -291,18 +297,6 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
 
         return GateActivations(N=n, i=i, f=f, LTM=ltm, U=u, V=v, STM=stm)
 
-    def recurrent_step(self, z_inputs, states, training=False):
-        """One step from the projected inputs `E_t @ kernel + bias`.
-
-        Returns `(STM_t, [STM_t, LTM_t])`, like `call`.
-        """
-        stm_prev, ltm_prev = states
-        if training and self.recurrent_dropout > 0:
-            stm_prev = stm_prev * self.get_recurrent_dropout_mask(stm_prev)
-        z = z_inputs + ops.matmul(stm_prev, self.recurrent_kernel)
-        step = self.gates(z, ltm_prev)
-        return step.STM, [step.STM, step.LTM]
-
     def call(self, inputs, states, training=False):
         features = self.kernel.shape[0]
         if inputs.shape[-1] is not None and inputs.shape[-1] != features:
@@ -310,11 +304,13 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
                 f"Cell '{self.name}': inputs must have {features} features "
                 f"(the size it was built with), got shape {inputs.shape}"
             )
+        stm_prev, ltm_prev = states
         if training and self.dropout > 0:
             inputs = inputs * self.get_dropout_mask(inputs)
-        return self.recurrent_step(
-            self.project_inputs(inputs), states, training=training
-        )
+        if training and self.recurrent_dropout > 0:
+            stm_prev = stm_prev * self.get_recurrent_dropout_mask(stm_prev)
+        step = self.gates(self.pre_activations(inputs, stm_prev), ltm_prev)
+        return step.STM, [step.STM, step.LTM]
 
     def get_initial_state(self, batch_size=None):
         return [

@@ -86,7 +86,7 @@ def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) 
 
     def step(event, states):
         _, stm_prev, ltm_prev = states
-        z = cell.project_inputs(event) + ops.matmul(stm_prev, cell.recurrent_kernel)
+        z = cell.pre_activations(event, stm_prev)
         gates = cell.gates(z, ltm_prev)
         activations = ops.concatenate(list(gates), axis=-1)
         return activations, [activations, gates.STM, gates.LTM]
