@@ -243,10 +243,8 @@ def build_model(input_shape, stats, units, recurrent="four_gate", learning_rate=
     model = keras.Sequential(
         [
             keras.Input(input_shape),
-            # Scales each reading on its own, so a phone can stream them.
-            keras.layers.TimeDistributed(
-                keras.layers.Normalization(mean=mean, variance=variance)
-            ),
+            # Scaling inside the model: the exported model takes raw readings.
+            keras.layers.Normalization(mean=mean, variance=variance),
             rnn,
             keras.layers.Dense(1),
             keras.layers.Rescaling(scale=target_std, offset=target_mean),
