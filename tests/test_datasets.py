@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from keras_lstm_gates.datasets import load_greensboro_weather
 
@@ -46,10 +45,6 @@ def test_greensboro_weather_matches_the_raw_csv_read_without_pandas():
     assert str(frame["datetime"].iloc[-1]) == rows[-1]["datetime"] + ":00"
 
 
-@pytest.mark.skipif(
-    not (SHARED_DATA / "greensboro_tmy3_hourly.csv").exists(),
-    reason="the shared data folder is not next to the repository",
-)
 def test_shipped_file_is_the_shared_dataset():
     shipped = Path(__file__).resolve().parents[1] / "keras_lstm_gates" / "data"
     assert (shipped / "greensboro_tmy3_hourly.csv").read_bytes() == (

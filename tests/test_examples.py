@@ -35,10 +35,6 @@ import temperature  # noqa: E402
 import text_classification  # noqa: E402
 import text_pipeline  # noqa: E402
 
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason="../shared/data is not next to the repository"
-)
-
 
 def run_bad(main, argv, capsys):
     """Runs an example expected to refuse its input; returns stderr."""
@@ -390,7 +386,6 @@ def test_temperature_quick_run_writes_everything(tmp_path):
     assert not any("Flex" in op for op in saved["tflite_ops"])
 
 
-@needs_shared_data
 def test_sentiment_quick_run_serves_raw_strings(tmp_path):
     out = tmp_path / "run"
     metrics = sentiment.main(
@@ -429,7 +424,6 @@ def test_sentiment_quick_run_serves_raw_strings(tmp_path):
     assert (out / "confusion_matrix.png").is_file()
 
 
-@needs_shared_data
 def test_text_classification_quick_run_reports_every_class(tmp_path):
     out = tmp_path / "run"
     csv_path = SHARED_DATA / "ag_news_test.csv"
