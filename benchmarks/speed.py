@@ -343,13 +343,41 @@ def section_infer(args):
     return results
 
 
+BF16_CONTENDERS = (BASELINE, "FourGateLSTM classic", "FourGateLSTM projected")
+
+
 def section_bf16(args):
-    """Training step under `mixed_bfloat16`, next to float32."""
-    shapes = ((32, 200, 64, 256),) if not args.quick else QUICK_SHAPES
-    return {
-        "float32": section_train(args, shapes=shapes),
-        "mixed_bfloat16": section_train(args, shapes=shapes, policy="mixed_bfloat16"),
-    }
+    """Training step under `mixed_bfloat16` and float32, interleaved.
+
+    Each `mixed_bfloat16` row also has `vs_float32`: its minimum over the
+    same contender's float32 minimum in the same run.
+    """
+    import keras
+
+    shapes = QUICK_SHAPES if args.quick else ((32, 200, 64, 256), (64, 100, 16, 128))
+    makers = keras_contenders()
+    results = {}
+    for shape in shapes:
+        for jit in jit_modes(args):
+            x, y = random_data(shape)
+            fns = {}
+            for policy in ("float32", "mixed_bfloat16"):
+                keras.mixed_precision.set_global_policy(policy)
+                try:
+                    for name in BF16_CONTENDERS:
+                        model = build_model(makers[name], shape, jit)
+                        label = name if policy == "float32" else f"{name} {policy}"
+                        fns[label] = lambda m=model, x=x, y=y: m.train_on_batch(x, y)
+                finally:
+                    keras.mixed_precision.set_global_policy("float32")
+            key = f"{shape} jit={'on' if jit else 'off'}"
+            rows = summarize(time_interleaved(fns, args.runs), flops=train_flops(shape))
+            for name in BF16_CONTENDERS:
+                half = rows[f"{name} mixed_bfloat16"]
+                half["vs_float32"] = half["min_ms"] / rows[name]["min_ms"]
+            results[key] = rows
+            report(key + " train, float32 and mixed_bfloat16", rows)
+    return results
 
 
 def section_length(args):
@@ -456,6 +484,8 @@ def report(title, rows):
     print(f"\n{title}", flush=True)
     for name, r in rows.items():
         extra = f"  x{r['ratio']:.2f}" if "ratio" in r else ""
+        if "vs_float32" in r:
+            extra += f"  ({r['vs_float32']:.2f}x its float32)"
         print(
             f"  {name:34s} min {r['min_ms']:8.2f} ms  med {r['median_ms']:8.2f}{extra}"
         )
@@ -492,14 +522,19 @@ def markdown(results):
 
 def markdown_tables(body, title=""):
     if all(isinstance(v, dict) and "min_ms" in v for v in body.values()):
+        own = any("vs_float32" in r for r in body.values())
         head = "| contender | min ms | median ms | x keras LSTM | GFLOP/s |"
-        lines = [f"**{title}**", "", head, "|---|---|---|---|---|"]
+        rule = "|---|---|---|---|---|"
+        if own:
+            head, rule = head + " x own float32 |", rule + "---|"
+        lines = [f"**{title}**", "", head, rule]
         for name, r in body.items():
             ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
             gf = f"{r['gflops']:.1f}" if "gflops" in r else ""
-            lines.append(
-                f"| {name} | {r['min_ms']:.2f} | {r['median_ms']:.2f} | {ratio} | {gf} |"
-            )
+            row = f"| {name} | {r['min_ms']:.2f} | {r['median_ms']:.2f} | {ratio} | {gf} |"
+            if own:
+                row += f" {r['vs_float32']:.2f} |" if "vs_float32" in r else " |"
+            lines.append(row)
         return lines + [""]
     lines = []
     for key, sub in body.items():

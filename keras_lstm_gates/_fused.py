@@ -14,12 +14,28 @@ over `(units, batch)` tensors each step makes, so:
   `SigmoidGrad`/`TanhGrad` ops, and what the forward loop saved kept in one
   `TensorArray` per tensor (one concatenation per step cost more).
 
+Under a mixed-precision policy (`mixed_bfloat16`, `mixed_float16`) only the
+matmuls run in the 16-bit compute dtype; the state `LTM`/`STM` and the gate
+arithmetic stay in float32, so the long-term memory does not lose bits step
+after step, and the weights' gradient is one large 16-bit matmul after the
+backward loop (per step, its casts cost more than the matmul saves). Where
+the CPU has no 16-bit matrix units, the matmuls stay in float32 too:
+emulated bfloat16 would only be slower.
+
 Only the cell's math with `tanh` and `sigmoid` is handled here; `supports`
 says when the layer may use this path.
 """
 
+import functools
+
 import tensorflow as tf
 from keras import activations
+
+# CPU flags (`/proc/cpuinfo`) of units that multiply 16-bit matrices natively.
+_FAST_MATMUL_FLAGS = {
+    tf.bfloat16: ("amx_bf16", "avx512_bf16"),
+    tf.float16: ("amx_fp16", "avx512_fp16"),
+}
 
 
 def supports(cell, unroll, training):
@@ -36,6 +52,33 @@ def supports(cell, unroll, training):
         and cell.recurrent_activation is activations.sigmoid
         and not cell.recurrent_dropout
     )
+
+
+@functools.cache
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def matmul_dtype(compute_dtype):
+    """The dtype of the loop's matmuls for a layer computing in `compute_dtype`.
+
+    16-bit where a GPU or the CPU's matrix units make 16-bit matmuls fast,
+    else float32. Float32 and float64 are kept as they are.
+    """
+    compute_dtype = tf.as_dtype(compute_dtype)
+    if compute_dtype.size >= 4:
+        return compute_dtype
+    if tf.config.list_logical_devices("GPU"):
+        return compute_dtype
+    flags = _FAST_MATMUL_FLAGS.get(compute_dtype, ())
+    return compute_dtype if _cpu_flags() & set(flags) else tf.float32
 
 
 def run(
@@ -70,32 +113,36 @@ def run(
         return_all_outputs: Whether `outputs` holds every step or the last.
 
     Returns:
-        `(last_output, outputs, [STM_T, LTM_T])`, as `keras`'s backend `rnn`.
+        `(last_output, outputs, [STM_T, LTM_T])`, as `keras`'s backend `rnn`,
+        in the dtype of `sequences`.
     """
-    dtype = sequences.dtype
+    compute_dtype = sequences.dtype
+    # The state and the gates' arithmetic: float32 under mixed precision.
+    dtype = tf.float32 if compute_dtype.size < 4 else compute_dtype
+    mm_dtype = matmul_dtype(compute_dtype)
     units = recurrent_kernel.shape[0]
 
     def gate_major(w):
         # (..., 4 * units) in order i, f, N, V -> (4 * units, ...) in i, f, V, N.
-        w = tf.cast(w, dtype)
+        w = tf.cast(w, mm_dtype)
         i_f, n, v = tf.split(w, [2 * units, units, units], axis=-1)
         return tf.transpose(tf.concat([i_f, v, n], axis=-1))
 
     # Time-major and transposed, with a row of ones for the bias: the step
     # computes all four gates as `W @ [STM_{t-1}; E_t; 1]`, `W` gate-major.
-    events = tf.transpose(sequences, (1, 2, 0))
+    events = tf.transpose(tf.cast(sequences, mm_dtype), (1, 2, 0))
     if go_backwards:
         events = tf.reverse(events, [0])
     events = tf.concat([events, tf.ones_like(events[:, :1])], axis=1)
     if bias is None:
-        bias = tf.zeros((4 * units,), dtype)
+        bias = tf.zeros((4 * units,), mm_dtype)
     weights = [
         gate_major(
             tf.concat(
                 [
-                    tf.cast(recurrent_kernel, dtype),
-                    tf.cast(kernel, dtype),
-                    tf.reshape(tf.cast(bias, dtype), (1, -1)),
+                    tf.cast(recurrent_kernel, mm_dtype),
+                    tf.cast(kernel, mm_dtype),
+                    tf.reshape(tf.cast(bias, mm_dtype), (1, -1)),
                 ],
                 axis=0,
             )
@@ -104,11 +151,11 @@ def run(
     projected = use_gate_kernel is not None
     if projected:
         if use_gate_bias is None:
-            use_gate_bias = tf.zeros((units,), dtype)
+            use_gate_bias = tf.zeros((units,), mm_dtype)
         use_weights = tf.concat(
             [
-                tf.cast(use_gate_kernel, dtype),
-                tf.reshape(tf.cast(use_gate_bias, dtype), (1, -1)),
+                tf.cast(use_gate_kernel, mm_dtype),
+                tf.reshape(tf.cast(use_gate_bias, mm_dtype), (1, -1)),
             ],
             axis=0,
         )
@@ -131,10 +178,10 @@ def run(
             # Until a first unmasked step, the output is zero, not STM_0.
             keep = tf.cast(tf.cumsum(step_mask, axis=0) > 0, dtype)
         outputs = hs * (keep if return_all_outputs else keep[-1:])
-    outputs = tf.transpose(outputs, (2, 0, 1))
+    outputs = tf.cast(tf.transpose(outputs, (2, 0, 1)), compute_dtype)
     batch, steps = sequences.shape[0], sequences.shape[1]
     outputs.set_shape((batch, steps if return_all_outputs else 1, units))
-    states = [tf.transpose(hs[-1]), tf.transpose(c_last)]
+    states = [tf.cast(tf.transpose(s), compute_dtype) for s in (hs[-1], c_last)]
     for state in states:
         state.set_shape((batch, units))
     return outputs[:, -1], outputs, states
@@ -147,17 +194,20 @@ def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
     `all_outputs` (else only the last); `records` holds one
     `TensorArray` per tensor the backward pass needs: `ifv` (`[i; f; V]`),
     `n`, `c` (`LTM_{t-1}`), `u`, `hx` (`[STM_{t-1}; E_t; 1]`) and, for the
-    projected Use gate, `kept1` (`[LTM_{t-1} * f; 1]`).
+    projected Use gate, `kept1` (`[LTM_{t-1} * f; 1]`). The state is in
+    `h0`'s dtype; the matmuls, their operands `hx`/`kept1` and `events` in
+    `kernel`'s.
     """
     units = h0.shape[0]
-    dtype = events.dtype
+    dtype = h0.dtype
+    mm_dtype = kernel.dtype
     steps = events.shape[0] if events.shape[0] is not None else tf.shape(events)[0]
 
     def array(element_shape, dtype=dtype):
         # Static element shapes let the TFLite converter lower the arrays.
         return tf.TensorArray(dtype, size=steps, element_shape=element_shape)
 
-    events_ta = array(events.shape[1:]).unstack(events)
+    events_ta = array(events.shape[1:], mm_dtype).unstack(events)
     mask_ta = None
     if mask is not None:
         mask_ta = array(mask.shape[1:], tf.bool).unstack(mask)
@@ -173,12 +223,16 @@ def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
         shapes["h"] = h0.shape
     if projected:
         shapes["kept1"] = (units + 1, h0.shape[1])
-    arrays = {name: array(shape) for name, shape in shapes.items()}
+    arrays = {
+        name: array(shape, mm_dtype if name in ("hx", "kept1") else dtype)
+        for name, shape in shapes.items()
+    }
     one = tf.ones_like(h0[:1])
 
     def step(t, h, c, arrays):
-        hx = tf.concat([h, events_ta.read(t)], axis=0)
-        z_ifv, z_n = tf.split(tf.matmul(kernel, hx), [3 * units, units], axis=0)
+        hx = tf.concat([tf.cast(h, mm_dtype), events_ta.read(t)], axis=0)
+        z = tf.cast(tf.matmul(kernel, hx), dtype)
+        z_ifv, z_n = tf.split(z, [3 * units, units], axis=0)
         ifv = tf.sigmoid(z_ifv)
         i, f, v = tf.split(ifv, 3, axis=0)
         n = tf.tanh(z_n)
@@ -186,8 +240,8 @@ def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
         c_new = kept + i * n
         kept1 = None
         if projected:
-            kept1 = tf.concat([kept, one], axis=0)
-            u = tf.tanh(tf.matmul(use, kept1))
+            kept1 = tf.cast(tf.concat([kept, one], axis=0), mm_dtype)
+            u = tf.tanh(tf.cast(tf.matmul(use, kept1), dtype))
         else:
             u = tf.tanh(c_new)
         h_new = u * v
@@ -245,31 +299,50 @@ def _backward(
 ):
     """Backpropagation through time; returns the inputs' gradients.
 
-    One matmul per step for the state's gradient, one to accumulate the
-    weights' gradient, and fused `SigmoidGrad`/`TanhGrad` for the gates.
+    One matmul per step for the state's gradient and fused
+    `SigmoidGrad`/`TanhGrad` for the gates. The weights' gradient is one more
+    matmul per step, accumulated; with 16-bit matmuls it is one large matmul
+    after the loop instead, over the saved gradients of the pre-activations
+    (per step, casting its float32 sum would cost more than the matmul).
     """
     units = h0.shape[0]
-    dtype = events.dtype
+    batch = h0.shape[1]
+    dtype = h0.dtype
+    mm_dtype = kernel.dtype
+    after_loop = mm_dtype != dtype
     steps = events.shape[0] if events.shape[0] is not None else tf.shape(events)[0]
+
+    def array(rows, dtype=mm_dtype):
+        return tf.TensorArray(dtype, size=steps, element_shape=(rows, batch))
+
     d_hs_ta = None
     if all_outputs:
-        d_hs_ta = tf.TensorArray(dtype, size=steps).unstack(d_hs)
+        d_hs_ta = array(units, dtype).unstack(d_hs)
         dh_last = tf.zeros_like(h0)
     else:
         dh_last = d_hs[-1]
     mask_ta = None
     if mask is not None:
-        mask_ta = tf.TensorArray(dtype, size=steps).unstack(tf.cast(mask, dtype))
-    d_events_ta = tf.TensorArray(dtype, size=steps)
+        mask_ta = array(1, dtype).unstack(tf.cast(mask, dtype))
+    # What the loop writes per step, and the weights' gradients it sums.
+    arrays = {"events": array(kernel.shape[1] - units)}
+    sums = {}
+    if after_loop:
+        arrays["dz"] = array(kernel.shape[0])
+        if projected:
+            arrays["du"] = array(units)
+    else:
+        sums["kernel"] = tf.zeros_like(kernel)
+        if projected:
+            sums["use"] = tf.zeros_like(use[0])
     kernel_t = tf.transpose(kernel)
     use_t = tf.transpose(use[0][:, :units]) if projected else None
     sigmoid_grad = tf.raw_ops.SigmoidGrad
     tanh_grad = tf.raw_ops.TanhGrad
 
-    def step(t, dh, dc, d_kernel, d_use, d_events_ta):
-        ifv, n, c_prev, u, hx = (
-            records[k].read(t) for k in ("ifv", "n", "c", "u", "hx")
-        )
+    def step(t, dh, dc, sums, arrays):
+        sums, arrays = dict(sums), dict(arrays)
+        ifv, n, c_prev, u = (records[k].read(t) for k in ("ifv", "n", "c", "u"))
         i, f, v = tf.split(ifv, 3, axis=0)
         if d_hs_ta is not None:
             dh = dh + d_hs_ta.read(t)
@@ -280,32 +353,50 @@ def _backward(
         dv = sigmoid_grad(y=v, dy=dh_in * u)
         du = tanh_grad(y=u, dy=dh_in * v)
         if projected:
-            kept1 = records["kept1"].read(t)
-            d_use = d_use + tf.matmul(du, kept1, transpose_b=True)
-            d_kept = dc_in + tf.matmul(use_t, du)
+            du_mm = tf.cast(du, mm_dtype)
+            if after_loop:
+                arrays["du"] = arrays["du"].write(t, du_mm)
+            else:
+                kept1 = records["kept1"].read(t)
+                sums["use"] += tf.matmul(du, kept1, transpose_b=True)
+            d_kept = dc_in + tf.cast(tf.matmul(use_t, du_mm), dtype)
         else:
             dc_in = dc_in + du
             d_kept = dc_in
         di = sigmoid_grad(y=i, dy=dc_in * n)
         df = sigmoid_grad(y=f, dy=d_kept * c_prev)
         dn = tanh_grad(y=n, dy=dc_in * i)
-        dz = tf.concat([di, df, dv, dn], axis=0)
-        d_kernel = d_kernel + tf.matmul(dz, hx, transpose_b=True)
+        dz = tf.cast(tf.concat([di, df, dv, dn], axis=0), mm_dtype)
+        if after_loop:
+            arrays["dz"] = arrays["dz"].write(t, dz)
+        else:
+            sums["kernel"] += tf.matmul(dz, records["hx"].read(t), transpose_b=True)
         dh_prev, d_event = tf.split(tf.matmul(kernel_t, dz), [units, -1], axis=0)
-        d_events_ta = d_events_ta.write(t, d_event)
+        arrays["events"] = arrays["events"].write(t, d_event)
+        dh_prev = tf.cast(dh_prev, dtype)
         dc_prev = d_kept * f
         if mask_ta is not None:
             dh_prev = dh_prev + dh * (1 - m)
             dc_prev = dc_prev + dc * (1 - m)
-        return t - 1, dh_prev, dc_prev, d_kernel, d_use, d_events_ta
+        return t - 1, dh_prev, dc_prev, sums, arrays
 
-    d_use0 = tf.zeros_like(use[0]) if projected else tf.zeros(())
-    _, dh0, dc0, d_kernel, d_use, d_events_ta = tf.while_loop(
+    _, dh0, dc0, sums, arrays = tf.while_loop(
         lambda t, *_: t >= 0,
         step,
-        (steps - 1, dh_last, d_c, tf.zeros_like(kernel), d_use0, d_events_ta),
+        (steps - 1, dh_last, d_c, sums, arrays),
         maximum_iterations=steps,
         parallel_iterations=32,
     )
-    grads = [d_events_ta.stack(), dh0, dc0, d_kernel]
-    return grads + ([d_use] if projected else [])
+    if after_loop:
+        # Sum over time and batch of d(pre-activation) x operand.
+        def weight_gradient(d, operand):
+            return tf.einsum("tgb,tkb->gk", d.stack(), records[operand].stack())
+
+        sums["kernel"] = weight_gradient(arrays["dz"], "hx")
+        if projected:
+            sums["use"] = weight_gradient(arrays["du"], "kept1")
+    grads = [arrays["events"].stack(), dh0, dc0]
+    grads.append(tf.cast(sums["kernel"], mm_dtype))
+    if projected:
+        grads.append(tf.cast(sums["use"], mm_dtype))
+    return grads

@@ -51,7 +51,10 @@ class FourGateLSTM(keras.layers.RNN):
     whole-sequence loop with a hand-written backward pass (faster than
     autodiff through the cell's loop); inference, export and the other
     backends run the cell step by step in Keras's loop. Its results equal
-    `keras.layers.RNN(FourGateLSTMCell(...))` with the same weights.
+    `keras.layers.RNN(FourGateLSTMCell(...))` with the same weights. Under a
+    `mixed_bfloat16` policy that training loop keeps the state in float32
+    and runs only its matmuls in bfloat16 (where the CPU has bfloat16
+    matrix units, or on a GPU).
 
     Args:
         units: Positive int, the size of `STM` and `LTM`.

@@ -190,20 +190,74 @@ def test_jit_compiled_training_step_matches_graph_step(use_gate):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_mixed_bfloat16_training_follows_float32():
+def _loop_op_dtypes(layer, x):
+    """`{op type: {dtypes}}` of the ops inside the training graph's loops."""
+    import tensorflow as tf
+
+    @tf.function
+    def train(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(layer(x, training=True), tf.float32))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    graph = train.get_concrete_function(tf.constant(x)).graph.as_graph_def()
+    found = {}
+    for function in graph.library.function:
+        if "while_body" not in function.signature.name:
+            continue
+        for node in function.node_def:
+            if "T" in node.attr:
+                dtype = tf.dtypes.as_dtype(node.attr["T"].type).name
+                found.setdefault(node.op, set()).add(dtype)
+    return found
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+@pytest.mark.parametrize("matrix_units", [True, False], ids=["bf16-units", "none"])
+def test_mixed_bfloat16_matmuls_16_bit_only_where_fast(
+    monkeypatch, use_gate, matrix_units
+):
+    from keras_lstm_gates import _fused
+
+    flags = frozenset({"amx_bf16"} if matrix_units else {"avx2"})
+    monkeypatch.setattr(_fused, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
     x, h0, c0, mask = _data()
-    fused, _ = _pair("projected")
-    _, grads32 = _outputs_and_gradients(fused, x, h0, c0, mask)
+    fused, _ = _pair(use_gate)
+    outputs32, grads32 = _outputs_and_gradients(fused, x, h0, c0, mask)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        half, _ = _pair("projected")
+        half, _ = _pair(use_gate)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    half_out, grads16 = _outputs_and_gradients(half, x, h0, c0, mask)
-    assert str(half_out[0].dtype) == "bfloat16"
-    for a, b in zip(grads32[3:], grads16[3:]):
+    dtypes = _loop_op_dtypes(half, x)
+    # The gates' arithmetic and the state stay in float32 either way.
+    assert dtypes["Sigmoid"] == dtypes["SigmoidGrad"] == {"float32"}
+    assert dtypes["MatMul"] == {"bfloat16" if matrix_units else "float32"}
+    outputs16, grads16 = _outputs_and_gradients(half, x, h0, c0, mask)
+    assert str(outputs16[0].dtype) == "bfloat16"
+    np.testing.assert_allclose(np.float32(outputs16[0]), outputs32[0], atol=0.03)
+    for a, b in zip(grads32, grads16):
         b = np.asarray(b, np.float32)
-        assert np.abs(a - b).max() <= 0.05 * np.abs(a).max() + 0.05
+        assert np.abs(a - b).max() <= 0.02 * np.abs(a).max() + 0.02
+
+
+def test_matmul_dtype(monkeypatch):
+    import tensorflow as tf
+
+    from keras_lstm_gates import _fused
+
+    assert _fused.matmul_dtype("float32") == tf.float32
+    assert _fused.matmul_dtype("float64") == tf.float64
+    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
+    monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert _fused.matmul_dtype("bfloat16") == tf.bfloat16
+    assert _fused.matmul_dtype("float16") == tf.float32
+    monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset())
+    assert _fused.matmul_dtype("bfloat16") == tf.float32
+    gpu = lambda kind: ["GPU:0"] if kind == "GPU" else []  # noqa: E731
+    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", gpu)
+    assert _fused.matmul_dtype("float16") == tf.float16
 
 
 def test_recurrent_dropout_trains_through_cell_loop():
