@@ -47,14 +47,15 @@ class FourGateLSTM(keras.layers.RNN):
 
     Runs a `FourGateLSTMCell` over a sequence, as `keras.layers.LSTM` runs
     `keras.layers.LSTMCell`; see the cell for the equations and the weights.
-    On the TensorFlow backend the layer trains through a fused
-    whole-sequence loop with a hand-written backward pass (faster than
-    autodiff through the cell's loop); inference, export and the other
+    On the TensorFlow backend the layer runs a fused whole-sequence loop:
+    with a hand-written backward pass when training (faster than autodiff
+    through the cell's loop), compiled with XLA for inference where the
+    shapes are static; `unroll=True`, custom activations and the other
     backends run the cell step by step in Keras's loop. Its results equal
     `keras.layers.RNN(FourGateLSTMCell(...))` with the same weights. Under a
-    `mixed_bfloat16` policy that training loop keeps the state in float32
-    and runs only its matmuls in bfloat16 (where the CPU has bfloat16
-    matrix units, or on a GPU).
+    `mixed_bfloat16` policy the fused loop keeps the state in float32 and
+    runs only its matmuls in bfloat16 (where the CPU has bfloat16 matrix
+    units, or on a GPU).
 
     Args:
         units: Positive int, the size of `STM` and `LTM`.
@@ -202,8 +203,9 @@ class FourGateLSTM(keras.layers.RNN):
             from keras_lstm_gates import _fused
 
             if _fused.supports(cell, self.unroll, training):
-                # Training: one loop with a hand-written backward pass.
-                if cell.dropout > 0:
+                # One loop over the sequence; with a hand-written backward
+                # pass when training, compiled with XLA for inference.
+                if training and cell.dropout > 0:
                     dropout_mask = cell.get_dropout_mask(sequences[:, 0, :])
                     sequences = sequences * ops.expand_dims(dropout_mask, 1)
                 return _fused.run(
@@ -218,6 +220,7 @@ class FourGateLSTM(keras.layers.RNN):
                     go_backwards=self.go_backwards,
                     zero_output_for_mask=self.zero_output_for_mask,
                     return_all_outputs=self.return_sequences,
+                    training=bool(training),
                 )
         # Keras's own loop, the cell one step at a time. Hoisting the events'
         # projection out of the loop (one large matmul) measured slower on

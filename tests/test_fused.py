@@ -34,11 +34,16 @@ def _data(dtype="float32", seed=0):
     return x, h0, c0, mask
 
 
-def _pair(use_gate, dtype=None, **kwargs):
+def _pair(use_gate, dtype=None, cell_options=None, **kwargs):
     """The fused layer and the cell's loop, with the same random weights."""
-    fused = FourGateLSTM(UNITS, use_gate=use_gate, dtype=dtype, **kwargs)
+    cell_options = cell_options or {}
+    fused = FourGateLSTM(
+        UNITS, use_gate=use_gate, dtype=dtype, **cell_options, **kwargs
+    )
     loop = keras.layers.RNN(
-        FourGateLSTMCell(UNITS, use_gate=use_gate, dtype=dtype), dtype=dtype, **kwargs
+        FourGateLSTMCell(UNITS, use_gate=use_gate, dtype=dtype, **cell_options),
+        dtype=dtype,
+        **kwargs,
     )
     x = np.zeros((BATCH, STEPS, FEATURES), dtype or "float32")
     fused(x)
@@ -75,20 +80,94 @@ def _outputs_and_gradients(layer, x, h0, c0, mask, training=True):
     return [o.numpy() for o in outputs], [g.numpy() for g in grads]
 
 
-def test_layer_trains_through_fused_path(monkeypatch):
+def test_layer_runs_through_fused_path(monkeypatch):
     from keras_lstm_gates import _fused
 
     calls = []
     original = _fused.run
     monkeypatch.setattr(
-        _fused, "run", lambda *a, **k: calls.append(1) or original(*a, **k)
+        _fused, "run", lambda *a, **k: calls.append(k["training"]) or original(*a, **k)
     )
     layer = FourGateLSTM(UNITS)
     x = _data()[0]
     layer(x, training=False)
-    assert calls == []
     layer(x, training=True)
-    assert calls == [1]
+    assert calls == [False, True]
+    keras.layers.RNN(FourGateLSTMCell(UNITS))(x)
+    FourGateLSTM(UNITS, unroll=True)(x)
+    FourGateLSTM(UNITS, activation="relu")(x)
+    assert calls == [False, True]
+
+
+def _xla_calls(layer, x, mask, input_signature=None):
+    """How many XLA-compiled function calls an inference graph makes."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=input_signature)
+    def infer(x):
+        return layer(x, mask=mask, training=False)
+
+    graph = infer.get_concrete_function(
+        *([] if input_signature else [tf.constant(x)])
+    ).graph.as_graph_def()
+    nodes = list(graph.node)
+    for function in graph.library.function:
+        nodes += list(function.node_def)
+    return sum(
+        1
+        for node in nodes
+        if "_XlaMustCompile" in node.attr and node.attr["_XlaMustCompile"].b
+    )
+
+
+def test_inference_compiles_with_xla_only_for_static_shapes():
+    import tensorflow as tf
+
+    x, _, _, mask = _data()
+    layer = FourGateLSTM(UNITS)
+    assert _xla_calls(layer, x, mask) == 1
+    dynamic = [tf.TensorSpec((None, None, FEATURES), tf.float32)]
+    assert _xla_calls(layer, x, None, input_signature=dynamic) == 0
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"masked": True, "return_sequences": True},
+        {"go_backwards": True, "return_sequences": True},
+        {"masked": True, "return_sequences": True, "zero_output_for_mask": True},
+        {"masked": True, "go_backwards": True, "return_state": True},
+        {"cell_options": {"recurrent_dropout": 0.5, "dropout": 0.5}},
+    ],
+    ids=["plain", "masked", "backwards", "masked-zero-output", "state", "dropout"],
+)
+@pytest.mark.parametrize("mode", ["xla", "graph-dynamic", "eager"])
+def test_inference_matches_cell_loop(use_gate, options, mode):
+    import tensorflow as tf
+
+    options = dict(options)
+    x, h0, c0, mask = _data()
+    mask = mask if options.pop("masked", False) else None
+    fused, loop = _pair(use_gate, **options)
+
+    def infer(layer):
+        def call(x, h0, c0):
+            return layer(x, initial_state=[h0, c0], mask=mask, training=False)
+
+        if mode == "xla":
+            call = tf.function(call)
+        elif mode == "graph-dynamic":
+            spec = [tf.TensorSpec((None, None, FEATURES), tf.float32)]
+            spec += [tf.TensorSpec((None, UNITS), tf.float32)] * 2
+            call = tf.function(call, input_signature=spec)
+        outputs = call(tf.constant(x), tf.constant(h0), tf.constant(c0))
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return [o.numpy() for o in outputs]
+
+    for a, b in zip(infer(fused), infer(loop), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
@@ -266,6 +345,7 @@ def test_recurrent_dropout_trains_through_cell_loop():
     layer = FourGateLSTM(UNITS, recurrent_dropout=0.5, seed=1)
     layer(_data()[0])
     assert not _fused.supports(layer.cell, layer.unroll, training=True)
+    assert _fused.supports(layer.cell, layer.unroll, training=False)
     assert _fused.supports(FourGateLSTM(UNITS).cell, False, training=True)
     out = layer(_data()[0], training=True)
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
