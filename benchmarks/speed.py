@@ -343,7 +343,7 @@ def section_infer(args):
     return results
 
 
-BF16_CONTENDERS = (BASELINE, "FourGateLSTM classic", "FourGateLSTM projected")
+CORE_CONTENDERS = (BASELINE, "FourGateLSTM classic", "FourGateLSTM projected")
 
 
 def section_bf16(args):
@@ -364,7 +364,7 @@ def section_bf16(args):
             for policy in ("float32", "mixed_bfloat16"):
                 keras.mixed_precision.set_global_policy(policy)
                 try:
-                    for name in BF16_CONTENDERS:
+                    for name in CORE_CONTENDERS:
                         model = build_model(makers[name], shape, jit)
                         label = name if policy == "float32" else f"{name} {policy}"
                         fns[label] = lambda m=model, x=x, y=y: m.train_on_batch(x, y)
@@ -372,7 +372,7 @@ def section_bf16(args):
                     keras.mixed_precision.set_global_policy("float32")
             key = f"{shape} jit={'on' if jit else 'off'}"
             rows = summarize(time_interleaved(fns, args.runs), flops=train_flops(shape))
-            for name in BF16_CONTENDERS:
+            for name in CORE_CONTENDERS:
                 half = rows[f"{name} mixed_bfloat16"]
                 half["vs_float32"] = half["min_ms"] / rows[name]["min_ms"]
             results[key] = rows
@@ -439,8 +439,12 @@ def section_memory(args):
     return {str(shape): results}
 
 
-def tflite_model(make_layer, units, steps=100, features=16):
-    """Converts a batch-1 model to TFLite builtin ops; returns the bytes."""
+def tflite_model(make_layer, units, quantize=None, steps=100, features=16):
+    """Converts a batch-1 model to TFLite builtin ops; returns the bytes.
+
+    `quantize="dynamic"`: dynamic-range quantization (int8 weights, float
+    activations), the converter's `Optimize.DEFAULT` without data.
+    """
     import keras
     import tensorflow as tf
 
@@ -450,28 +454,66 @@ def tflite_model(make_layer, units, steps=100, features=16):
     )
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter.convert()
 
 
+def tflite_contenders():
+    """`{name: (make_layer, quantize)}`: float32, dynamic-range, unrolled."""
+    import keras
+
+    from keras_lstm_gates import FourGateLSTM
+
+    unrolled = {
+        BASELINE: lambda u: keras.layers.LSTM(u, unroll=True),
+        "FourGateLSTM classic": lambda u: FourGateLSTM(
+            u, use_gate="classic", unroll=True
+        ),
+        "FourGateLSTM projected": lambda u: FourGateLSTM(
+            u, use_gate="projected", unroll=True
+        ),
+    }
+    makers = keras_contenders()
+    contenders = {}
+    for variant in ("float32", "dynamic", "unroll"):
+        for name in CORE_CONTENDERS:
+            label = name if variant == "float32" else f"{name} {variant}"
+            make = unrolled[name] if variant == "unroll" else makers[name]
+            contenders[label] = (make, "dynamic" if variant == "dynamic" else None)
+    return contenders
+
+
 def section_tflite(args):
-    """Latency per sequence (batch 1, T=100, 16 features) of TFLite exports."""
+    """Latency per sequence (batch 1, T=100, 16 features) of TFLite exports.
+
+    Float32 `WHILE` loops, dynamic-range quantized, and `unroll=True`; each
+    variant's row also has `vs_float32`, its minimum over the same
+    contender's float32 minimum.
+    """
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    contenders = keras_contenders()
-    del contenders["keras RNN(LSTMCell)"], contenders["RNN(FourGateLSTMCell) projected"]
     results = {}
+    x = np.random.default_rng(0).standard_normal((1, 100, 16), "float32")
     for units in (64,) if args.quick else (64, 256):
-        fns = {}
-        for name, make in contenders.items():
-            interpreter = Interpreter(model_content=tflite_model(make, units))
+        fns, sizes = {}, {}
+        for name, (make, quantize) in tflite_contenders().items():
+            content = tflite_model(make, units, quantize)
+            sizes[name] = len(content)
+            interpreter = Interpreter(model_content=content)
             interpreter.allocate_tensors()
             inp = interpreter.get_input_details()[0]["index"]
-            x = np.random.default_rng(0).standard_normal((1, 100, 16), "float32")
             interpreter.set_tensor(inp, x)
             fns[name] = interpreter.invoke
-        results[f"units={units}"] = summarize(time_interleaved(fns, args.runs * 4))
-        report(f"tflite units={units}", results[f"units={units}"])
+        rows = summarize(time_interleaved(fns, args.runs * 4))
+        for name, row in rows.items():
+            row["bytes"] = sizes[name]
+            base = name.rsplit(" ", 1)[0]
+            if base != name and base in rows:
+                row["vs_float32"] = row["min_ms"] / rows[base]["min_ms"]
+        results[f"units={units}"] = rows
+        report(f"tflite units={units}", rows)
     return results
 
 
