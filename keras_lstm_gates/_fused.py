@@ -262,22 +262,21 @@ def _forward(
     }
     one = tf.ones_like(h0[:1])
 
+    # Training the classic cell: each step's element-wise ops as one XLA
+    # kernel (the matmuls stay TensorFlow's, faster on CPU than XLA's).
+    # Inference compiles the whole loop instead, where it can.
+    gates = _JIT_GATES if record and not projected else _GATES
+
     def step(t, h, c, arrays):
         hx = tf.concat([tf.cast(h, mm_dtype), events_ta.read(t)], axis=0)
-        z = tf.cast(tf.matmul(kernel, hx), dtype)
-        z_ifv, z_n = tf.split(z, [3 * units, units], axis=0)
-        ifv = tf.sigmoid(z_ifv)
-        i, f, v = tf.split(ifv, 3, axis=0)
-        n = tf.tanh(z_n)
-        kept = f * c
-        c_new = kept + i * n
+        z = tf.matmul(kernel, hx)
         kept1 = None
         if projected:
-            kept1 = tf.cast(tf.concat([kept, one], axis=0), mm_dtype)
-            u = tf.tanh(tf.cast(tf.matmul(use, kept1), dtype))
+            ifv, n, kept1, c_new = gates["learn_forget_remember"](z, c, one)
+            kept1 = tf.cast(kept1, mm_dtype)
+            u, h_new = gates["projected_use"](tf.matmul(use, kept1), ifv)
         else:
-            u = tf.tanh(c_new)
-        h_new = u * v
+            ifv, n, c_new, u, h_new = gates["classic"](z, c)
         if mask_ta is not None:
             m = mask_ta.read(t)
             h_new = tf.where(m, h_new, h)
@@ -370,36 +369,31 @@ def _backward(
             sums["use"] = tf.zeros_like(use[0])
     kernel_t = tf.transpose(kernel)
     use_t = tf.transpose(use[0][:, :units]) if projected else None
-    sigmoid_grad = tf.raw_ops.SigmoidGrad
-    tanh_grad = tf.raw_ops.TanhGrad
 
     def step(t, dh, dc, sums, arrays):
         sums, arrays = dict(sums), dict(arrays)
         ifv, n, c_prev, u = (records[k].read(t) for k in ("ifv", "n", "c", "u"))
-        i, f, v = tf.split(ifv, 3, axis=0)
         if d_hs_ta is not None:
             dh = dh + d_hs_ta.read(t)
         dh_in, dc_in = dh, dc
         if mask_ta is not None:
             m = mask_ta.read(t)
             dh_in, dc_in = dh * m, dc * m
-        dv = sigmoid_grad(y=v, dy=dh_in * u)
-        du = tanh_grad(y=u, dy=dh_in * v)
         if projected:
+            du, dv = _GATES["projected_use_grad"](dh_in, ifv, u)
             du_mm = tf.cast(du, mm_dtype)
             if after_loop:
                 arrays["du"] = arrays["du"].write(t, du_mm)
             else:
                 kept1 = records["kept1"].read(t)
                 sums["use"] += tf.matmul(du, kept1, transpose_b=True)
-            d_kept = dc_in + tf.cast(tf.matmul(use_t, du_mm), dtype)
+            d_kept = tf.matmul(use_t, du_mm)
+            dz, dc_prev = _GATES["learn_forget_remember_grad"](
+                dc_in, d_kept, dv, ifv, n, c_prev
+            )
         else:
-            dc_in = dc_in + du
-            d_kept = dc_in
-        di = sigmoid_grad(y=i, dy=dc_in * n)
-        df = sigmoid_grad(y=f, dy=d_kept * c_prev)
-        dn = tanh_grad(y=n, dy=dc_in * i)
-        dz = tf.cast(tf.concat([di, df, dv, dn], axis=0), mm_dtype)
+            dz, dc_prev = _JIT_GATES["classic_grad"](dh_in, dc_in, ifv, n, c_prev, u)
+        dz = tf.cast(dz, mm_dtype)
         if after_loop:
             arrays["dz"] = arrays["dz"].write(t, dz)
         else:
@@ -407,7 +401,6 @@ def _backward(
         dh_prev, d_event = tf.split(tf.matmul(kernel_t, dz), [units, -1], axis=0)
         arrays["events"] = arrays["events"].write(t, d_event)
         dh_prev = tf.cast(dh_prev, dtype)
-        dc_prev = d_kept * f
         if mask_ta is not None:
             dh_prev = dh_prev + dh * (1 - m)
             dc_prev = dc_prev + dc * (1 - m)
@@ -433,3 +426,89 @@ def _backward(
     if projected:
         grads.append(tf.cast(sums["use"], mm_dtype))
     return grads
+
+
+# ---------------------------------------------------------------------------
+# One step's gates, forward and backward, on transposed gate-major tensors:
+# `z` is `W [STM_{t-1}; E_t; 1]` (rows `i, f, V, N`), in the matmuls' dtype;
+# the state `c` (`LTM`) and everything returned are in the state's dtype.
+# ---------------------------------------------------------------------------
+
+
+def _learn_forget_remember(z, c, one):
+    """Returns `[i; f; V]`, `N`, `[LTM_{t-1} * f; 1]` and `LTM_t`."""
+    units = c.shape[0]
+    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=0)
+    ifv = tf.sigmoid(z_ifv)
+    i, f, _ = tf.split(ifv, 3, axis=0)
+    n = tf.tanh(z_n)
+    kept = f * c
+    return ifv, n, tf.concat([kept, one], axis=0), kept + i * n
+
+
+def _projected_use(z_u, ifv):
+    """Returns `U_t` and `STM_t` from `W_u [LTM_{t-1} * f; 1]`."""
+    u = tf.tanh(tf.cast(z_u, ifv.dtype))
+    return u, u * tf.split(ifv, 3, axis=0)[2]
+
+
+def _classic(z, c):
+    """Returns `[i; f; V]`, `N`, `LTM_t`, `tanh(LTM_t)` and `STM_t`."""
+    units = c.shape[0]
+    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=0)
+    ifv = tf.sigmoid(z_ifv)
+    i, f, v = tf.split(ifv, 3, axis=0)
+    n = tf.tanh(z_n)
+    c_new = f * c + i * n
+    u = tf.tanh(c_new)
+    return ifv, n, c_new, u, u * v
+
+
+def _projected_use_grad(dh, ifv, u):
+    """Returns the gradients of `U_t`'s and `V_t`'s pre-activations."""
+    v = tf.split(ifv, 3, axis=0)[2]
+    du = tf.raw_ops.TanhGrad(y=u, dy=dh * v)
+    return du, tf.raw_ops.SigmoidGrad(y=v, dy=dh * u)
+
+
+def _learn_forget_remember_grad(dc, d_kept, dv, ifv, n, c_prev):
+    """Returns `dz` and the gradient of `LTM_{t-1}`.
+
+    `dc` is the gradient of `LTM_t`, `d_kept` the Use gate's share of the
+    gradient of `LTM_{t-1} * f`, `dv` that of `V_t`'s pre-activation.
+    """
+    i, f, _ = tf.split(ifv, 3, axis=0)
+    d_kept = dc + tf.cast(d_kept, dc.dtype)
+    di = tf.raw_ops.SigmoidGrad(y=i, dy=dc * n)
+    df = tf.raw_ops.SigmoidGrad(y=f, dy=d_kept * c_prev)
+    dn = tf.raw_ops.TanhGrad(y=n, dy=dc * i)
+    return tf.concat([di, df, dv, dn], axis=0), d_kept * f
+
+
+def _classic_grad(dh, dc, ifv, n, c_prev, u):
+    """Returns `dz` and the gradient of `LTM_{t-1}` for the classic cell."""
+    i, f, v = tf.split(ifv, 3, axis=0)
+    dv = tf.raw_ops.SigmoidGrad(y=v, dy=dh * u)
+    dc = dc + tf.raw_ops.TanhGrad(y=u, dy=dh * v)
+    di = tf.raw_ops.SigmoidGrad(y=i, dy=dc * n)
+    df = tf.raw_ops.SigmoidGrad(y=f, dy=dc * c_prev)
+    dn = tf.raw_ops.TanhGrad(y=n, dy=dc * i)
+    return tf.concat([di, df, dv, dn], axis=0), dc * f
+
+
+_GATES = {
+    "learn_forget_remember": _learn_forget_remember,
+    "projected_use": _projected_use,
+    "classic": _classic,
+    "projected_use_grad": _projected_use_grad,
+    "learn_forget_remember_grad": _learn_forget_remember_grad,
+    "classic_grad": _classic_grad,
+}
+# Compiled with XLA: a training step's element-wise ops fused into one kernel
+# per function. Measured at (64, 100, 16, 128) against separate ops: 0.93x
+# the time for the classic cell (one kernel per step each way), but 1.16x
+# for the projected one, whose extra matmul splits each step into two
+# kernels: launching four per step costs more than it saves.
+_JIT_GATES = {
+    k: tf.function(_GATES[k], jit_compile=True) for k in ("classic", "classic_grad")
+}

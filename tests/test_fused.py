@@ -270,7 +270,8 @@ def test_jit_compiled_training_step_matches_graph_step(use_gate):
 
 
 def _loop_op_dtypes(layer, x):
-    """`{op type: {dtypes}}` of the ops inside the training graph's loops."""
+    """`{op type: {dtypes}}` of the ops in the training graph's functions
+    (the loops' bodies and the functions they call)."""
     import tensorflow as tf
 
     @tf.function
@@ -282,8 +283,6 @@ def _loop_op_dtypes(layer, x):
     graph = train.get_concrete_function(tf.constant(x)).graph.as_graph_def()
     found = {}
     for function in graph.library.function:
-        if "while_body" not in function.signature.name:
-            continue
         for node in function.node_def:
             if "T" in node.attr:
                 dtype = tf.dtypes.as_dtype(node.attr["T"].type).name
