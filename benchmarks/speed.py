@@ -603,8 +603,8 @@ def main():
         "machine": f"{machine_name()}, {os.cpu_count()} cores",
         "note": (
             "Interleaved runs; min and median over "
-            f"{args.runs} runs after 3 warm-up calls. The machine was shared "
-            "with other jobs while measuring: medians are noisy, minima less so."
+            f"{args.runs} runs after 3 warm-up calls. Load average (1, 5, 15 "
+            f"min) at the start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}."
         ),
         "torch": torch_available(),
         "sections": {},
@@ -615,6 +615,10 @@ def main():
         results["sections"][section] = globals()[f"section_{section}"](args)
         (out_dir / "speed.json").write_text(json.dumps(results, indent=1))
         (out_dir / "speed.md").write_text(markdown(results))
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    results["note"] += f" At the end: {load}."
+    (out_dir / "speed.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "speed.md").write_text(markdown(results))
     print(f"\nWrote {out_dir / 'speed.json'} and {out_dir / 'speed.md'}")
 
 
