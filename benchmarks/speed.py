@@ -537,6 +537,8 @@ def markdown(results):
     lines = [
         f"# Speed ({results['backend']}, {results['machine']})",
         "",
+        f"Commit {results.get('commit', 'unknown')}.",
+        "",
         f"{results['note']}",
         "",
     ]
@@ -606,6 +608,7 @@ def main():
             f"{args.runs} runs after 3 warm-up calls. Load average (1, 5, 15 "
             f"min) at the start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}."
         ),
+        "commit": git_commit(),
         "torch": torch_available(),
         "sections": {},
     }
@@ -620,6 +623,19 @@ def main():
     (out_dir / "speed.json").write_text(json.dumps(results, indent=1))
     (out_dir / "speed.md").write_text(markdown(results))
     print(f"\nWrote {out_dir / 'speed.json'} and {out_dir / 'speed.md'}")
+
+
+def git_commit():
+    """The measured commit, `+changes` when the working tree differs."""
+    try:
+        run = lambda *a: subprocess.run(  # noqa: E731
+            ["git", *a], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        return run("rev-parse", "--short", "HEAD") + (
+            "+changes" if run("status", "--porcelain", "--untracked-files=no") else ""
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def machine_name():

@@ -129,57 +129,56 @@ def run(
     dtype = tf.float32 if compute_dtype.size < 4 else compute_dtype
     mm_dtype = matmul_dtype(compute_dtype)
     units = recurrent_kernel.shape[0]
-
-    def gate_major(w):
-        # (..., 4 * units) in order i, f, N, V -> (4 * units, ...) in i, f, V, N.
-        w = tf.cast(w, mm_dtype)
-        i_f, n, v = tf.split(w, [2 * units, units, units], axis=-1)
-        return tf.transpose(tf.concat([i_f, v, n], axis=-1))
-
-    # Time-major and transposed, with a row of ones for the bias: the step
-    # computes all four gates as `W @ [STM_{t-1}; E_t; 1]`, `W` gate-major.
-    events = tf.transpose(tf.cast(sequences, mm_dtype), (1, 2, 0))
-    if go_backwards:
-        events = tf.reverse(events, [0])
-    events = tf.concat([events, tf.ones_like(events[:, :1])], axis=1)
+    batch, steps = sequences.shape[0], sequences.shape[1]
+    projected = use_gate_kernel is not None
     if bias is None:
         bias = tf.zeros((4 * units,), mm_dtype)
-    weights = [
-        gate_major(
-            tf.concat(
-                [
-                    tf.cast(recurrent_kernel, mm_dtype),
-                    tf.cast(kernel, mm_dtype),
-                    tf.reshape(tf.cast(bias, mm_dtype), (1, -1)),
-                ],
-                axis=0,
-            )
-        )
-    ]
-    projected = use_gate_kernel is not None
-    if projected:
-        if use_gate_bias is None:
-            use_gate_bias = tf.zeros((units,), mm_dtype)
-        use_weights = tf.concat(
-            [
-                tf.cast(use_gate_kernel, mm_dtype),
-                tf.reshape(tf.cast(use_gate_bias, mm_dtype), (1, -1)),
-            ],
-            axis=0,
-        )
-        weights.append(tf.transpose(use_weights))
+    if projected and use_gate_bias is None:
+        use_gate_bias = tf.zeros((units,), mm_dtype)
+
+    def cast(tensors, dtype=mm_dtype):
+        return [tf.cast(t, dtype) for t in tensors]
+
+    def gate_order(w):
+        # (..., 4 * units), gates in the cell's order i, f, N, V -> i, f, V, N.
+        i_f, n, v = tf.split(w, [2 * units, units, units], axis=-1)
+        return tf.concat([i_f, v, n], axis=-1)
+
+    events = tf.transpose(tf.cast(sequences, mm_dtype), (1, 0, 2))  # time-major
+    if go_backwards:
+        events = tf.reverse(events, [0])
     if mask is not None:
-        mask = tf.transpose(tf.cast(mask, tf.bool))[:, None, :]
+        mask = tf.transpose(tf.cast(mask, tf.bool))[..., None]  # (time, batch, 1)
         if go_backwards:
             mask = tf.reverse(mask, [0])
-    h0, c0 = (tf.transpose(tf.cast(s, dtype)) for s in initial_state)
-    for state in (h0, c0):
-        state.set_shape((units, sequences.shape[0]))
-
+    h0, c0 = cast(initial_state, dtype)
     if training:
+        # Transposed, with a row of ones for the bias: the step computes all
+        # four gates as `W @ [STM_{t-1}; E_t; 1]`, `W` gate-major.
+        events = tf.transpose(events, (0, 2, 1))
+        events = tf.concat([events, tf.ones_like(events[:, :1])], axis=1)
+        weights = cast([recurrent_kernel, kernel, tf.reshape(bias, (1, -1))])
+        weights = [tf.transpose(gate_order(tf.concat(weights, axis=0)))]
+        if projected:
+            use = cast([use_gate_kernel, tf.reshape(use_gate_bias, (1, -1))])
+            weights.append(tf.transpose(tf.concat(use, axis=0)))
+        if mask is not None:
+            mask = tf.transpose(mask, (0, 2, 1))
+        h0, c0 = (tf.transpose(s) for s in (h0, c0))
+        for state in (h0, c0):
+            state.set_shape((units, batch))
         fused = _with_backward(projected, mask, return_all_outputs)
         hs, c_last = fused(events, h0, c0, *weights)
+        # Back to (time, batch, units) and (batch, units).
+        hs, c_last = tf.transpose(hs, (0, 2, 1)), tf.transpose(c_last)
+        if mask is not None:
+            mask = tf.transpose(mask, (0, 2, 1))
     else:
+        # Batch-major, as the TFLite converter lowers best (FULLY_CONNECTED).
+        weights = cast([recurrent_kernel, kernel])
+        weights = [gate_order(tf.concat(weights, axis=0)), gate_order(cast([bias])[0])]
+        if projected:
+            weights += cast([use_gate_kernel, use_gate_bias])
         forward = _inference_loop(projected, return_all_outputs)
         if tf.executing_eagerly() or not sequences.shape.is_fully_defined():
             forward = forward.python_function  # the same loop, without XLA
@@ -194,32 +193,78 @@ def run(
             # Until a first unmasked step, the output is zero, not STM_0.
             keep = tf.cast(tf.cumsum(step_mask, axis=0) > 0, dtype)
         outputs = hs * (keep if return_all_outputs else keep[-1:])
-    outputs = tf.cast(tf.transpose(outputs, (2, 0, 1)), compute_dtype)
-    batch, steps = sequences.shape[0], sequences.shape[1]
+    outputs = tf.cast(tf.transpose(outputs, (1, 0, 2)), compute_dtype)
     outputs.set_shape((batch, steps if return_all_outputs else 1, units))
-    states = [tf.cast(tf.transpose(s), compute_dtype) for s in (hs[-1], c_last)]
+    states = cast([hs[-1], c_last], compute_dtype)
     for state in states:
         state.set_shape((batch, units))
     return outputs[:, -1], outputs, states
 
 
 def _inference_loop(projected, all_outputs):
-    """The forward loop alone, compiled with XLA."""
+    """The forward loop alone, batch-major, compiled with XLA.
+
+    Returns a `tf.function(jit_compile=True)` of `(events, h0, c0, weights,
+    mask) -> (STM, LTM_T)`: `events` time-major `(time, batch, features)`,
+    the states `(batch, units)`, `weights` `[W, b]` (`W` the recurrent
+    kernel over the kernel, gates `i, f, V, N`) plus `[W_u, b_u]` for the
+    projected Use gate, `mask` `(time, batch, 1)` or `None`. `STM` stacks
+    every step's `STM_t` if `all_outputs`, else the last one.
+    """
 
     @tf.function(jit_compile=True)
     def forward(events, h0, c0, weights, mask):
-        hs, c_last, _ = _forward(
-            projected, mask, all_outputs, events, h0, c0, *weights, record=False
+        units = h0.shape[1]
+        dtype = h0.dtype
+        kernel, bias, *use = weights
+        steps = events.shape[0]
+        if steps is None:
+            steps = tf.shape(events)[0]
+        events_ta = tf.TensorArray(
+            events.dtype, size=steps, element_shape=events.shape[1:]
+        ).unstack(events)
+        mask_ta = None
+        if mask is not None:
+            mask_ta = tf.TensorArray(
+                tf.bool, size=steps, element_shape=mask.shape[1:]
+            ).unstack(mask)
+        # Static element shapes let the TFLite converter lower the arrays.
+        hs_ta = tf.TensorArray(
+            dtype, size=steps if all_outputs else 1, element_shape=h0.shape
         )
+
+        def step(t, h, c, hs_ta):
+            hx = tf.concat([tf.cast(h, kernel.dtype), events_ta.read(t)], axis=1)
+            z = tf.matmul(hx, kernel) + bias
+            if use:
+                ifv, n, kept, c_new = _learn_forget_remember(z, c, axis=1)
+                z_u = tf.matmul(tf.cast(kept, kernel.dtype), use[0]) + use[1]
+                u, h_new = _projected_use(z_u, ifv, axis=1)
+            else:
+                ifv, n, c_new, u, h_new = _classic(z, c, axis=1)
+            if mask_ta is not None:
+                m = mask_ta.read(t)
+                h_new = tf.where(m, h_new, h)
+                c_new = tf.where(m, c_new, c)
+            if all_outputs:
+                hs_ta = hs_ta.write(t, h_new)
+            return t + 1, h_new, c_new, hs_ta
+
+        _, h_last, c_last, hs_ta = tf.while_loop(
+            lambda t, *_: t < steps,
+            step,
+            (tf.constant(0), h0, c0, hs_ta),
+            maximum_iterations=steps,
+        )
+        hs = hs_ta.stack() if all_outputs else h_last[None]
+        hs.set_shape((events.shape[0] if all_outputs else 1, h0.shape[0], units))
         return hs, c_last
 
     return forward
 
 
-def _forward(
-    projected, mask, all_outputs, events, h0, c0, kernel, use=None, record=True
-):
-    """The forward loop over transposed, gate-major tensors.
+def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
+    """The training forward loop over transposed, gate-major tensors.
 
     Returns `(STM, LTM_T, records)`: `STM` stacks `STM_t` for every step if
     `all_outputs` (else only the last); `records` holds one
@@ -243,17 +288,15 @@ def _forward(
     if mask is not None:
         mask_ta = array(mask.shape[1:], tf.bool).unstack(mask)
     # `h` for the outputs, and one array per tensor the backward pass reads.
-    shapes = {}
-    if record:
-        shapes = {
-            "ifv": (3 * units, h0.shape[1]),
-            "n": h0.shape,
-            "c": h0.shape,
-            "u": h0.shape,
-            "hx": (kernel.shape[1], h0.shape[1]),
-        }
-        if projected:
-            shapes["kept1"] = (units + 1, h0.shape[1])
+    shapes = {
+        "ifv": (3 * units, h0.shape[1]),
+        "n": h0.shape,
+        "c": h0.shape,
+        "u": h0.shape,
+        "hx": (kernel.shape[1], h0.shape[1]),
+    }
+    if projected:
+        shapes["kept1"] = (units + 1, h0.shape[1])
     if all_outputs:
         shapes["h"] = h0.shape
     arrays = {
@@ -262,21 +305,17 @@ def _forward(
     }
     one = tf.ones_like(h0[:1])
 
-    # Training the classic cell: each step's element-wise ops as one XLA
-    # kernel (the matmuls stay TensorFlow's, faster on CPU than XLA's).
-    # Inference compiles the whole loop instead, where it can.
-    gates = _JIT_GATES if record and not projected else _GATES
-
     def step(t, h, c, arrays):
         hx = tf.concat([tf.cast(h, mm_dtype), events_ta.read(t)], axis=0)
         z = tf.matmul(kernel, hx)
         kept1 = None
         if projected:
-            ifv, n, kept1, c_new = gates["learn_forget_remember"](z, c, one)
-            kept1 = tf.cast(kept1, mm_dtype)
-            u, h_new = gates["projected_use"](tf.matmul(use, kept1), ifv)
+            ifv, n, kept, c_new = _learn_forget_remember(z, c)
+            kept1 = tf.cast(tf.concat([kept, one], axis=0), mm_dtype)
+            u, h_new = _projected_use(tf.matmul(use, kept1), ifv)
         else:
-            ifv, n, c_new, u, h_new = gates["classic"](z, c)
+            # One XLA kernel for the step's element-wise ops (see _jit).
+            ifv, n, c_new, u, h_new = _jit(_classic)(z, c)
         if mask_ta is not None:
             m = mask_ta.read(t)
             h_new = tf.where(m, h_new, h)
@@ -380,7 +419,7 @@ def _backward(
             m = mask_ta.read(t)
             dh_in, dc_in = dh * m, dc * m
         if projected:
-            du, dv = _GATES["projected_use_grad"](dh_in, ifv, u)
+            du, dv = _projected_use_grad(dh_in, ifv, u)
             du_mm = tf.cast(du, mm_dtype)
             if after_loop:
                 arrays["du"] = arrays["du"].write(t, du_mm)
@@ -388,11 +427,9 @@ def _backward(
                 kept1 = records["kept1"].read(t)
                 sums["use"] += tf.matmul(du, kept1, transpose_b=True)
             d_kept = tf.matmul(use_t, du_mm)
-            dz, dc_prev = _GATES["learn_forget_remember_grad"](
-                dc_in, d_kept, dv, ifv, n, c_prev
-            )
+            dz, dc_prev = _learn_forget_remember_grad(dc_in, d_kept, dv, ifv, n, c_prev)
         else:
-            dz, dc_prev = _JIT_GATES["classic_grad"](dh_in, dc_in, ifv, n, c_prev, u)
+            dz, dc_prev = _jit(_classic_grad)(dh_in, dc_in, ifv, n, c_prev, u)
         dz = tf.cast(dz, mm_dtype)
         if after_loop:
             arrays["dz"] = arrays["dz"].write(t, dz)
@@ -429,35 +466,37 @@ def _backward(
 
 
 # ---------------------------------------------------------------------------
-# One step's gates, forward and backward, on transposed gate-major tensors:
-# `z` is `W [STM_{t-1}; E_t; 1]` (rows `i, f, V, N`), in the matmuls' dtype;
-# the state `c` (`LTM`) and everything returned are in the state's dtype.
+# One step's gates, forward and backward. `z` holds the pre-activations of
+# the four gates in the order `i, f, V, N` along `axis` (0 in the training
+# loop's transposed tensors, 1 in the inference loop's batch-major ones), in
+# the matmuls' dtype; the state `c` (`LTM`) and what is returned are in the
+# state's dtype.
 # ---------------------------------------------------------------------------
 
 
-def _learn_forget_remember(z, c, one):
-    """Returns `[i; f; V]`, `N`, `[LTM_{t-1} * f; 1]` and `LTM_t`."""
-    units = c.shape[0]
-    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=0)
+def _learn_forget_remember(z, c, axis=0):
+    """Returns `[i, f, V]`, `N`, `LTM_{t-1} * f` and `LTM_t`."""
+    units = c.shape[axis]
+    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=axis)
     ifv = tf.sigmoid(z_ifv)
-    i, f, _ = tf.split(ifv, 3, axis=0)
+    i, f, _ = tf.split(ifv, 3, axis=axis)
     n = tf.tanh(z_n)
     kept = f * c
-    return ifv, n, tf.concat([kept, one], axis=0), kept + i * n
+    return ifv, n, kept, kept + i * n
 
 
-def _projected_use(z_u, ifv):
-    """Returns `U_t` and `STM_t` from `W_u [LTM_{t-1} * f; 1]`."""
+def _projected_use(z_u, ifv, axis=0):
+    """Returns `U_t` and `STM_t` from `U_t`'s pre-activation."""
     u = tf.tanh(tf.cast(z_u, ifv.dtype))
-    return u, u * tf.split(ifv, 3, axis=0)[2]
+    return u, u * tf.split(ifv, 3, axis=axis)[2]
 
 
-def _classic(z, c):
-    """Returns `[i; f; V]`, `N`, `LTM_t`, `tanh(LTM_t)` and `STM_t`."""
-    units = c.shape[0]
-    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=0)
+def _classic(z, c, axis=0):
+    """Returns `[i, f, V]`, `N`, `LTM_t`, `tanh(LTM_t)` and `STM_t`."""
+    units = c.shape[axis]
+    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=axis)
     ifv = tf.sigmoid(z_ifv)
-    i, f, v = tf.split(ifv, 3, axis=0)
+    i, f, v = tf.split(ifv, 3, axis=axis)
     n = tf.tanh(z_n)
     c_new = f * c + i * n
     u = tf.tanh(c_new)
@@ -496,19 +535,13 @@ def _classic_grad(dh, dc, ifv, n, c_prev, u):
     return tf.concat([di, df, dv, dn], axis=0), dc * f
 
 
-_GATES = {
-    "learn_forget_remember": _learn_forget_remember,
-    "projected_use": _projected_use,
-    "classic": _classic,
-    "projected_use_grad": _projected_use_grad,
-    "learn_forget_remember_grad": _learn_forget_remember_grad,
-    "classic_grad": _classic_grad,
-}
-# Compiled with XLA: a training step's element-wise ops fused into one kernel
-# per function. Measured at (64, 100, 16, 128) against separate ops: 0.93x
-# the time for the classic cell (one kernel per step each way), but 1.16x
-# for the projected one, whose extra matmul splits each step into two
-# kernels: launching four per step costs more than it saves.
-_JIT_GATES = {
-    k: tf.function(_GATES[k], jit_compile=True) for k in ("classic", "classic_grad")
-}
+@functools.cache
+def _jit(function):
+    """`function` compiled with XLA: the element-wise ops of a training step
+    as one kernel, the matmuls around it left to TensorFlow (faster on CPU
+    than XLA's). At (64, 100, 16, 128) the classic cell's loop took 0.93x
+    the time of separate ops; the projected cell's step would need two
+    kernels each way around its extra matmul, and four launches a step
+    measured 1.16x, so it keeps separate ops.
+    """
+    return tf.function(function, jit_compile=True)
