@@ -314,8 +314,7 @@ def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
             kept1 = tf.cast(tf.concat([kept, one], axis=0), mm_dtype)
             u, h_new = _projected_use(tf.matmul(use, kept1), ifv)
         else:
-            # One XLA kernel for the step's element-wise ops (see _jit).
-            ifv, n, c_new, u, h_new = _jit(_classic)(z, c)
+            ifv, n, c_new, u, h_new = _step_function(_classic, units)(z, c)
         if mask_ta is not None:
             m = mask_ta.read(t)
             h_new = tf.where(m, h_new, h)
@@ -429,7 +428,8 @@ def _backward(
             d_kept = tf.matmul(use_t, du_mm)
             dz, dc_prev = _learn_forget_remember_grad(dc_in, d_kept, dv, ifv, n, c_prev)
         else:
-            dz, dc_prev = _jit(_classic_grad)(dh_in, dc_in, ifv, n, c_prev, u)
+            grad = _step_function(_classic_grad, units)
+            dz, dc_prev = grad(dh_in, dc_in, ifv, n, c_prev, u)
         dz = tf.cast(dz, mm_dtype)
         if after_loop:
             arrays["dz"] = arrays["dz"].write(t, dz)
@@ -535,13 +535,26 @@ def _classic_grad(dh, dc, ifv, n, c_prev, u):
     return tf.concat([di, df, dv, dn], axis=0), dc * f
 
 
+# Up to this many units, the classic cell's training step runs its
+# element-wise ops as one XLA kernel each way; see `_step_function`.
+JIT_STEP_MAX_UNITS = 128
+
+
+def _step_function(function, units):
+    """`function` as the classic cell's training loop should call it.
+
+    Up to `JIT_STEP_MAX_UNITS` units, compiled with XLA: the step's
+    element-wise ops as one kernel, the matmuls around it left to
+    TensorFlow (faster on CPU than XLA's). Measured on 2 cores, model
+    training step, min of 40 interleaved runs: at (64, 100, 16, 128) 0.93x
+    the time of separate ops, but at (32, 200, 64, 256), where the step is
+    bound by its larger matmuls, 1.07x. The projected cell's step would
+    need two kernels each way around its extra matmul; four launches a step
+    measured 1.16x, so it always keeps separate ops.
+    """
+    return _jit(function) if units <= JIT_STEP_MAX_UNITS else function
+
+
 @functools.cache
 def _jit(function):
-    """`function` compiled with XLA: the element-wise ops of a training step
-    as one kernel, the matmuls around it left to TensorFlow (faster on CPU
-    than XLA's). At (64, 100, 16, 128) the classic cell's loop took 0.93x
-    the time of separate ops; the projected cell's step would need two
-    kernels each way around its extra matmul, and four launches a step
-    measured 1.16x, so it keeps separate ops.
-    """
     return tf.function(function, jit_compile=True)

@@ -197,6 +197,21 @@ def test_gradients_match_autodiff_of_cell_loop(use_gate, options):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("jit_step", [True, False], ids=["xla-step", "plain-step"])
+def test_classic_gradients_with_and_without_xla_step(monkeypatch, jit_step):
+    from keras_lstm_gates import _fused
+
+    # Wide layers run the classic step as separate ops, narrow ones with XLA.
+    monkeypatch.setattr(_fused, "JIT_STEP_MAX_UNITS", UNITS if jit_step else 0)
+    x, h0, c0, mask = _data()
+    fused, loop = _pair("classic", return_sequences=True)
+    fused_out, fused_grads = _outputs_and_gradients(fused, x, h0, c0, mask)
+    loop_out, loop_grads = _outputs_and_gradients(loop, x, h0, c0, mask)
+    np.testing.assert_allclose(fused_out[0], loop_out[0], atol=1e-5)
+    for a, b in zip(fused_grads, loop_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 def test_training_forward_matches_numpy_reference(use_gate):
     x, h0, c0, _ = _data()
