@@ -174,9 +174,10 @@ def run(
         if mask is not None:
             mask = tf.transpose(mask, (0, 2, 1))
     else:
-        # Batch-major, as the TFLite converter lowers best (FULLY_CONNECTED).
-        weights = cast([recurrent_kernel, kernel])
-        weights = [gate_order(tf.concat(weights, axis=0)), gate_order(cast([bias])[0])]
+        # Batch-major and the weights as they are, as in Keras's LSTM: the
+        # TFLite converter lowers each matmul to a FULLY_CONNECTED whose
+        # weights dynamic-range quantization keeps in int8.
+        weights = cast([kernel, recurrent_kernel, bias])
         if projected:
             weights += cast([use_gate_kernel, use_gate_bias])
         forward = _inference_loop(projected, return_all_outputs)
@@ -206,17 +207,17 @@ def _inference_loop(projected, all_outputs):
 
     Returns a `tf.function(jit_compile=True)` of `(events, h0, c0, weights,
     mask) -> (STM, LTM_T)`: `events` time-major `(time, batch, features)`,
-    the states `(batch, units)`, `weights` `[W, b]` (`W` the recurrent
-    kernel over the kernel, gates `i, f, V, N`) plus `[W_u, b_u]` for the
-    projected Use gate, `mask` `(time, batch, 1)` or `None`. `STM` stacks
-    every step's `STM_t` if `all_outputs`, else the last one.
+    the states `(batch, units)`, `weights` the cell's `[kernel,
+    recurrent_kernel, bias]` (gates in its order `i, f, N, V`) plus `[W_u,
+    b_u]` for the projected Use gate, `mask` `(time, batch, 1)` or `None`.
+    `STM` stacks every step's `STM_t` if `all_outputs`, else the last one.
     """
 
     @tf.function(jit_compile=True)
     def forward(events, h0, c0, weights, mask):
         units = h0.shape[1]
         dtype = h0.dtype
-        kernel, bias, *use = weights
+        kernel, recurrent_kernel, bias, *use = weights
         steps = events.shape[0]
         if steps is None:
             steps = tf.shape(events)[0]
@@ -234,14 +235,15 @@ def _inference_loop(projected, all_outputs):
         )
 
         def step(t, h, c, hs_ta):
-            hx = tf.concat([tf.cast(h, kernel.dtype), events_ta.read(t)], axis=1)
-            z = tf.matmul(hx, kernel) + bias
+            z = tf.matmul(events_ta.read(t), kernel) + bias
+            z += tf.matmul(tf.cast(h, kernel.dtype), recurrent_kernel)
+            kept, c_new, v = _learn_forget_remember_cell_order(z, c)
             if use:
-                ifv, n, kept, c_new = _learn_forget_remember(z, c, axis=1)
                 z_u = tf.matmul(tf.cast(kept, kernel.dtype), use[0]) + use[1]
-                u, h_new = _projected_use(z_u, ifv, axis=1)
+                u = tf.tanh(tf.cast(z_u, dtype))
             else:
-                ifv, n, c_new, u, h_new = _classic(z, c, axis=1)
+                u = tf.tanh(c_new)
+            h_new = u * v
             if mask_ta is not None:
                 m = mask_ta.read(t)
                 h_new = tf.where(m, h_new, h)
@@ -466,37 +468,48 @@ def _backward(
 
 
 # ---------------------------------------------------------------------------
-# One step's gates, forward and backward. `z` holds the pre-activations of
-# the four gates in the order `i, f, V, N` along `axis` (0 in the training
-# loop's transposed tensors, 1 in the inference loop's batch-major ones), in
+# One step's gates. In the training loop, `z` holds the pre-activations of the
+# four gates in the order `i, f, V, N` along axis 0 (transposed tensors), in
 # the matmuls' dtype; the state `c` (`LTM`) and what is returned are in the
-# state's dtype.
+# state's dtype. The inference loop's `z` is batch-major, in the cell's order.
 # ---------------------------------------------------------------------------
 
 
-def _learn_forget_remember(z, c, axis=0):
-    """Returns `[i, f, V]`, `N`, `LTM_{t-1} * f` and `LTM_t`."""
-    units = c.shape[axis]
-    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=axis)
+def _learn_forget_remember(z, c):
+    """Returns `[i; f; V]`, `N`, `LTM_{t-1} * f` and `LTM_t`."""
+    units = c.shape[0]
+    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=0)
     ifv = tf.sigmoid(z_ifv)
-    i, f, _ = tf.split(ifv, 3, axis=axis)
+    i, f, _ = tf.split(ifv, 3, axis=0)
     n = tf.tanh(z_n)
     kept = f * c
     return ifv, n, kept, kept + i * n
 
 
-def _projected_use(z_u, ifv, axis=0):
+def _learn_forget_remember_cell_order(z, c):
+    """Inference: `z` `(batch, 4 * units)` in the cell's order `i, f, N, V`.
+
+    Returns `LTM_{t-1} * f`, `LTM_t` and `V_t`.
+    """
+    units = c.shape[1]
+    z_if, z_n, z_v = tf.split(tf.cast(z, c.dtype), [2 * units, units, units], 1)
+    i, f = tf.split(tf.sigmoid(z_if), 2, axis=1)
+    kept = f * c
+    return kept, kept + i * tf.tanh(z_n), tf.sigmoid(z_v)
+
+
+def _projected_use(z_u, ifv):
     """Returns `U_t` and `STM_t` from `U_t`'s pre-activation."""
     u = tf.tanh(tf.cast(z_u, ifv.dtype))
-    return u, u * tf.split(ifv, 3, axis=axis)[2]
+    return u, u * tf.split(ifv, 3, axis=0)[2]
 
 
-def _classic(z, c, axis=0):
-    """Returns `[i, f, V]`, `N`, `LTM_t`, `tanh(LTM_t)` and `STM_t`."""
-    units = c.shape[axis]
-    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=axis)
+def _classic(z, c):
+    """Returns `[i; f; V]`, `N`, `LTM_t`, `tanh(LTM_t)` and `STM_t`."""
+    units = c.shape[0]
+    z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=0)
     ifv = tf.sigmoid(z_ifv)
-    i, f, v = tf.split(ifv, 3, axis=axis)
+    i, f, v = tf.split(ifv, 3, axis=0)
     n = tf.tanh(z_n)
     c_new = f * c + i * n
     u = tf.tanh(c_new)
