@@ -120,6 +120,23 @@ def _xla_calls(layer, x, mask, input_signature=None):
     )
 
 
+def test_mixed_bfloat16_inference_under_xla_matches_float32():
+    import tensorflow as tf
+
+    x, h0, c0, mask = _data()
+    full, _ = _pair("projected", return_sequences=True)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        half, _ = _pair("projected", return_sequences=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    infer = tf.function(lambda layer, x: layer(x, mask=mask, training=False))
+    out = infer(half, tf.constant(x))
+    assert out.dtype == tf.bfloat16
+    expected = infer(full, tf.constant(x)).numpy()
+    np.testing.assert_allclose(np.float32(out), expected, atol=0.03)
+
+
 def test_inference_compiles_with_xla_only_for_static_shapes():
     import tensorflow as tf
 
@@ -346,11 +363,14 @@ def test_matmul_dtype(monkeypatch):
     monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
     assert _fused.matmul_dtype("bfloat16") == tf.bfloat16
     assert _fused.matmul_dtype("float16") == tf.float32
+    # XLA on a CPU emulates 16-bit matmuls, whatever the CPU has.
+    assert _fused.matmul_dtype("bfloat16", xla=True) == tf.float32
     monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset())
     assert _fused.matmul_dtype("bfloat16") == tf.float32
     gpu = lambda kind: ["GPU:0"] if kind == "GPU" else []  # noqa: E731
     monkeypatch.setattr(_fused.tf.config, "list_logical_devices", gpu)
     assert _fused.matmul_dtype("float16") == tf.float16
+    assert _fused.matmul_dtype("bfloat16", xla=True) == tf.bfloat16
 
 
 def test_recurrent_dropout_trains_through_cell_loop():
