@@ -347,10 +347,11 @@ CORE_CONTENDERS = (BASELINE, "FourGateLSTM classic", "FourGateLSTM projected")
 
 
 def section_bf16(args):
-    """Training step under `mixed_bfloat16` and float32, interleaved.
+    """Training step and direct call under `mixed_bfloat16` and float32.
 
-    Each `mixed_bfloat16` row also has `vs_float32`: its minimum over the
-    same contender's float32 minimum in the same run.
+    The two policies' models run interleaved; each `mixed_bfloat16` row
+    also has `vs_float32`: its minimum over the same contender's float32
+    minimum in the same run.
     """
     import keras
 
@@ -360,23 +361,29 @@ def section_bf16(args):
     for shape in shapes:
         for jit in jit_modes(args):
             x, y = random_data(shape)
-            fns = {}
+            fns = {"train": {}, "call": {}}
             for policy in ("float32", "mixed_bfloat16"):
                 keras.mixed_precision.set_global_policy(policy)
                 try:
                     for name in CORE_CONTENDERS:
                         model = build_model(makers[name], shape, jit)
                         label = name if policy == "float32" else f"{name} {policy}"
-                        fns[label] = lambda m=model, x=x, y=y: m.train_on_batch(x, y)
+                        fns["train"][label] = lambda m=model, x=x, y=y: (
+                            m.train_on_batch(x, y)
+                        )
+                        call = direct_call(model, jit)
+                        fns["call"][label] = lambda c=call, x=x: c(x)
                 finally:
                     keras.mixed_precision.set_global_policy("float32")
             key = f"{shape} jit={'on' if jit else 'off'}"
-            rows = summarize(time_interleaved(fns, args.runs), flops=train_flops(shape))
-            for name in CORE_CONTENDERS:
-                half = rows[f"{name} mixed_bfloat16"]
-                half["vs_float32"] = half["min_ms"] / rows[name]["min_ms"]
-            results[key] = rows
-            report(key + " train, float32 and mixed_bfloat16", rows)
+            results[key] = {}
+            for mode, flops in (("train", train_flops(shape)), ("call", None)):
+                rows = summarize(time_interleaved(fns[mode], args.runs), flops=flops)
+                for name in CORE_CONTENDERS:
+                    half = rows[f"{name} mixed_bfloat16"]
+                    half["vs_float32"] = half["min_ms"] / rows[name]["min_ms"]
+                results[key][mode] = rows
+                report(f"{key} {mode}, float32 and mixed_bfloat16", rows)
     return results
 
 
