@@ -252,10 +252,7 @@ def _inference_loop(projected, all_outputs):
             else:
                 u = tf.tanh(c_new)
             h_new = u * v
-            if mask_ta is not None:
-                m = mask_ta.read(t)
-                h_new = tf.where(m, h_new, h)
-                c_new = tf.where(m, c_new, c)
+            h_new, c_new = _keep_masked(mask_ta, t, (h_new, c_new), (h, c))
             if all_outputs:
                 hs_ta = hs_ta.write(t, h_new)
             return t + 1, h_new, c_new, hs_ta
@@ -325,10 +322,7 @@ def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
             u, h_new = _projected_use(tf.matmul(use, kept1), ifv)
         else:
             ifv, n, c_new, u, h_new = _step_function(_classic, units)(z, c)
-        if mask_ta is not None:
-            m = mask_ta.read(t)
-            h_new = tf.where(m, h_new, h)
-            c_new = tf.where(m, c_new, c)
+        h_new, c_new = _keep_masked(mask_ta, t, (h_new, c_new), (h, c))
         # One array each: a concatenation here costs more than the writes.
         values = {"h": h_new, "ifv": ifv, "n": n, "c": c, "u": u, "hx": hx}
         values["kept1"] = kept1
@@ -344,6 +338,14 @@ def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
     )
     hs = arrays.pop("h").stack() if all_outputs else h_last[None]
     return hs, c_last, arrays
+
+
+def _keep_masked(mask_ta, t, new, old):
+    """The new `(STM, LTM)` where step `t` is unmasked, else the old."""
+    if mask_ta is None:
+        return new
+    m = mask_ta.read(t)
+    return tuple(tf.where(m, a, b) for a, b in zip(new, old))
 
 
 def _with_backward(projected, mask, all_outputs):
