@@ -55,11 +55,12 @@ def _pair(use_gate, dtype=None, cell_options=None, **kwargs):
     return fused, loop
 
 
-def _outputs_and_gradients(layer, x, h0, c0, mask, training=True):
-    """Outputs and d(loss)/d(x, STM_0, LTM_0, weights), in a tf.function."""
+def _outputs_and_gradients(layer, x, h0, c0, mask, training=True, jit=False):
+    """Outputs and d(loss)/d(x, STM_0, LTM_0, weights), in a tf.function
+    (compiled with XLA if `jit`)."""
     import tensorflow as tf
 
-    @tf.function
+    @tf.function(jit_compile=jit)
     def run(x, h0, c0):
         with tf.GradientTape() as tape:
             tape.watch([x, h0, c0])
@@ -99,6 +100,47 @@ def test_layer_runs_through_fused_path(monkeypatch):
     assert calls == [False, True]
 
 
+def _wide_layers_take_xla_loop(monkeypatch):
+    """Lets these tests' narrow layers train through `_forward_xla` under XLA."""
+    from keras_lstm_gates import _fused
+
+    monkeypatch.setattr(_fused, "XLA_LOOP_MIN_UNITS", UNITS - 1)
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_training_under_xla_takes_batch_major_loop_when_wide(monkeypatch, jit, wide):
+    import tensorflow as tf
+
+    from keras_lstm_gates import _fused
+
+    if wide:
+        _wide_layers_take_xla_loop(monkeypatch)
+    calls = {"xla": 0, "transposed": 0}
+    for name, key in (("_forward_xla", "xla"), ("_forward", "transposed")):
+        original = getattr(_fused, name)
+
+        def spy(*args, original=original, key=key, **kwargs):
+            calls[key] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(_fused, name, spy)
+    layer = FourGateLSTM(UNITS)
+    x = tf.constant(_data()[0])
+    layer(x)
+
+    @tf.function(jit_compile=jit)
+    def train(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=True))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    assert all(g is not None for g in train(x))
+    xla_loop = jit and wide
+    assert calls == {"xla": int(xla_loop), "transposed": int(not xla_loop)}
+    assert not _fused.in_xla_context()
+
+
 def _xla_calls(layer, x, mask, input_signature=None):
     """How many XLA-compiled function calls an inference graph makes."""
     import tensorflow as tf
@@ -135,6 +177,33 @@ def test_mixed_bfloat16_inference_under_xla_matches_float32():
     assert out.dtype == tf.bfloat16
     expected = infer(full, tf.constant(x)).numpy()
     np.testing.assert_allclose(np.float32(out), expected, atol=0.03)
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+def test_mixed_bfloat16_training_under_xla_matches_float32(monkeypatch, use_gate):
+    # On a GPU the XLA training loop multiplies in bfloat16; pretend one.
+    import tensorflow as tf
+
+    from keras_lstm_gates import _fused
+
+    _wide_layers_take_xla_loop(monkeypatch)
+    x, h0, c0, mask = _data()
+    full, _ = _pair(use_gate, return_sequences=True)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        half, _ = _pair(use_gate, return_sequences=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    half.set_weights(full.get_weights())
+    expected = _outputs_and_gradients(full, x, h0, c0, mask, jit=True)
+    gpu = lambda kind: ["GPU:0"] if kind == "GPU" else []  # noqa: E731
+    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", gpu)
+    assert _fused.matmul_dtype("bfloat16", xla=True) == tf.bfloat16
+    got = _outputs_and_gradients(half, x, h0.astype("float32"), c0, mask, jit=True)
+    np.testing.assert_allclose(np.float32(got[0][0]), expected[0][0], atol=0.05)
+    for a, b in zip(got[1], expected[1], strict=True):
+        a = np.float32(a)
+        assert np.max(np.abs(a - b)) <= 0.05 * np.max(np.abs(b)) + 0.05
 
 
 def test_inference_compiles_with_xla_only_for_static_shapes():
@@ -199,12 +268,17 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
     ],
     ids=["plain", "masked", "backwards-sequences", "masked-zero-output", "state"],
 )
-def test_gradients_match_autodiff_of_cell_loop(use_gate, options):
+@pytest.mark.parametrize("mode", ["graph", "xla"])
+def test_gradients_match_autodiff_of_cell_loop(monkeypatch, use_gate, options, mode):
+    if mode == "xla":
+        _wide_layers_take_xla_loop(monkeypatch)
     options = dict(options)
     x, h0, c0, mask = _data()
     mask = mask if options.pop("masked", False) else None
     fused, loop = _pair(use_gate, **options)
-    fused_out, fused_grads = _outputs_and_gradients(fused, x, h0, c0, mask)
+    fused_out, fused_grads = _outputs_and_gradients(
+        fused, x, h0, c0, mask, jit=mode == "xla"
+    )
     loop_out, loop_grads = _outputs_and_gradients(loop, x, h0, c0, mask)
     assert len(fused_out) == len(loop_out)
     for a, b in zip(fused_out, loop_out):
@@ -246,9 +320,12 @@ def test_training_forward_matches_numpy_reference(use_gate):
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
-def test_gradients_match_finite_differences(use_gate):
+@pytest.mark.parametrize("mode", ["graph", "xla"])
+def test_gradients_match_finite_differences(monkeypatch, use_gate, mode):
     import tensorflow as tf
 
+    if mode == "xla":
+        _wide_layers_take_xla_loop(monkeypatch)
     x, h0, c0, mask = _data("float64")
     layer, _ = _pair(use_gate, dtype="float64", return_sequences=True)
     coefficients = np.random.default_rng(3).standard_normal((BATCH, STEPS, UNITS))
@@ -257,12 +334,19 @@ def test_gradients_match_finite_differences(use_gate):
         out = layer(x, initial_state=[h0, c0], mask=mask, training=True)
         return tf.reduce_sum(out * coefficients)
 
-    loss_fn = tf.function(loss)
     inputs = [tf.Variable(a) for a in (x, h0, c0)]
     tensors = inputs + layer.trainable_weights
-    with tf.GradientTape() as tape:
-        value = loss_fn(*inputs)
-    grads = tape.gradient(value, tensors)
+    loss_fn = tf.function(loss, jit_compile=mode == "xla")
+
+    # The tape inside the function: TensorFlow cannot take the gradient of a
+    # compiled while loop from outside (true of keras.layers.LSTM as well).
+    @tf.function(jit_compile=mode == "xla")
+    def gradients():
+        with tf.GradientTape() as tape:
+            value = loss(*inputs)
+        return tape.gradient(value, tensors)
+
+    grads = gradients()
     rng = np.random.default_rng(4)
     eps = 1e-6
     for tensor, grad in zip(tensors, grads):
@@ -386,17 +470,22 @@ def test_recurrent_dropout_trains_through_cell_loop():
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
-def test_fit_with_unknown_batch_and_time_matches_cell_loop(use_gate):
-    def model(layer):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_fit_with_unknown_batch_and_time_matches_cell_loop(
+    monkeypatch, use_gate, jit_compile
+):
+    _wide_layers_take_xla_loop(monkeypatch)
+
+    def model(layer, jit_compile=False):
         keras.utils.set_random_seed(0)
         net = keras.Sequential(
             [keras.Input((None, FEATURES)), keras.layers.Masking(), layer]
             + [keras.layers.Dense(1)]
         )
-        net.compile(keras.optimizers.SGD(0.1), "mse")
+        net.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
         return net
 
-    fused = model(FourGateLSTM(UNITS, use_gate=use_gate))
+    fused = model(FourGateLSTM(UNITS, use_gate=use_gate), jit_compile)
     loop = model(keras.layers.RNN(FourGateLSTMCell(UNITS, use_gate=use_gate)))
     loop.set_weights(fused.get_weights())
     rng = np.random.default_rng(6)
