@@ -173,15 +173,21 @@ def run(
         if go_backwards:
             mask = tf.reverse(mask, [0])
     h0, c0 = cast(initial_state, dtype)
-    if training and in_xla and units > XLA_LOOP_MIN_UNITS:
+    if training and in_xla and units > XLA_TRAINING_MIN_UNITS:
         weights = cast([gate_order(w) for w in (kernel, recurrent_kernel, bias)])
         if projected:
             weights += cast([use_gate_kernel, use_gate_bias])
         fused = _with_backward(projected, mask, return_all_outputs, xla=True)
         hs, c_last = fused(events, h0, c0, *weights)
-    elif training:
+    elif training or (in_xla and batch != 1):
         # Transposed, with a row of ones for the bias: the step computes all
-        # four gates as `W @ [STM_{t-1}; E_t; 1]`, `W` gate-major.
+        # four gates as `W @ [STM_{t-1}; E_t; 1]`, `W` gate-major. Also the
+        # inference loop inside an XLA-compiled caller: one matmul a step,
+        # 0.78x the batch-major loop's time at (32, 200, 64, 256) and at
+        # (64, 100, 16, 128) projected, 0.9x classic (a single sequence
+        # runs faster batch-major: 0.34 vs 0.41 ms at (1, 100, 16, 64)).
+        # Traced without XLA, as by the TFLite converter, inference keeps
+        # the batch-major loop below, which converts best.
         events = tf.transpose(events, (0, 2, 1))
         events = tf.concat([events, tf.ones_like(events[:, :1])], axis=1)
         weights = cast([recurrent_kernel, kernel, tf.reshape(bias, (1, -1))])
@@ -194,8 +200,20 @@ def run(
         h0, c0 = (tf.transpose(s) for s in (h0, c0))
         for state in (h0, c0):
             state.set_shape((units, batch))
-        fused = _with_backward(projected, mask, return_all_outputs)
-        hs, c_last = fused(events, h0, c0, *weights)
+        if training:
+            fused = _with_backward(projected, mask, return_all_outputs)
+            hs, c_last = fused(events, h0, c0, *weights)
+        else:
+            hs, c_last, _ = _forward(
+                projected,
+                mask,
+                return_all_outputs,
+                events,
+                h0,
+                c0,
+                *weights,
+                record=False,
+            )
         # Back to (time, batch, units) and (batch, units).
         hs, c_last = tf.transpose(hs, (0, 2, 1)), tf.transpose(c_last)
         if mask is not None:
@@ -281,11 +299,14 @@ def _inference_loop(projected, all_outputs):
     return forward
 
 
-def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
+def _forward(
+    projected, mask, all_outputs, events, h0, c0, kernel, use=None, record=True
+):
     """The training forward loop over transposed, gate-major tensors.
 
     Returns `(STM, LTM_T, records)`: `STM` stacks `STM_t` for every step if
-    `all_outputs` (else only the last); `records` holds one
+    `all_outputs` (else only the last); `records` (empty unless `record`)
+    holds one
     `TensorArray` per tensor the backward pass needs: `ifv` (`[i; f; V]`),
     `n`, `c` (`LTM_{t-1}`), `u`, `hx` (`[STM_{t-1}; E_t; 1]`) and, for the
     projected Use gate, `kept1` (`[LTM_{t-1} * f; 1]`). The state is in
@@ -315,6 +336,8 @@ def _forward(projected, mask, all_outputs, events, h0, c0, kernel, use=None):
     }
     if projected:
         shapes["kept1"] = (units + 1, h0.shape[1])
+    if not record:
+        shapes = {}
     if all_outputs:
         shapes["h"] = h0.shape
     arrays = {
@@ -664,11 +687,24 @@ def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, 
 # ---------------------------------------------------------------------------
 
 
+def _sigmoid_gates(z_ifv, axis):
+    """`sigmoid` of the pre-activations `[i; f; V]`.
+
+    One op for the three gates, but under XLA one per gate: XLA then fuses
+    each gate with its consumers (one over the three made XLA's inference
+    step at (32, 200, 64, 256) 1.3x slower).
+    """
+    if in_xla_context():
+        gates = tf.split(z_ifv, 3, axis=axis)
+        return tf.concat([tf.sigmoid(g) for g in gates], axis=axis)
+    return tf.sigmoid(z_ifv)
+
+
 def _learn_forget_remember(z, c, axis=0):
     """Returns `[i; f; V]`, `N`, `LTM_{t-1} * f` and `LTM_t`."""
     units = c.shape[axis]
     z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=axis)
-    ifv = tf.sigmoid(z_ifv)
+    ifv = _sigmoid_gates(z_ifv, axis)
     i, f, _ = tf.split(ifv, 3, axis=axis)
     n = tf.tanh(z_n)
     kept = f * c
@@ -697,7 +733,7 @@ def _classic(z, c, axis=0):
     """Returns `[i; f; V]`, `N`, `LTM_t`, `tanh(LTM_t)` and `STM_t`."""
     units = c.shape[axis]
     z_ifv, z_n = tf.split(tf.cast(z, c.dtype), [3 * units, units], axis=axis)
-    ifv = tf.sigmoid(z_ifv)
+    ifv = _sigmoid_gates(z_ifv, axis)
     i, f, v = tf.split(ifv, 3, axis=axis)
     n = tf.tanh(z_n)
     c_new = f * c + i * n
@@ -740,10 +776,10 @@ def _classic_grad(dh, dc, ifv, n, c_prev, u, axis=0):
 # Above this many units, training inside an XLA-compiled function
 # (`jit_compile=True`) takes the batch-major loop of `_forward_xla`, whose
 # weight gradients are large matmuls after the loop. Model training step,
-# jit on, vs the transposed loop: at (32, 200, 64, 256) 0.62x / 0.78x of
-# keras.layers.LSTM (classic / projected) instead of 0.88x / 1.03x; at
+# jit on: at (32, 200, 64, 256) 0.62x / 0.78x of keras.layers.LSTM
+# (classic / projected) instead of the transposed loop's 0.88x / 1.03x; at
 # (64, 100, 16, 128) no faster (loop alone 1.04x / 1.09x).
-XLA_LOOP_MIN_UNITS = 128
+XLA_TRAINING_MIN_UNITS = 128
 
 # Up to this many units, the classic cell's training step runs its
 # element-wise ops as one XLA kernel each way; see `_step_function`.

@@ -104,7 +104,7 @@ def _wide_layers_take_xla_loop(monkeypatch):
     """Lets these tests' narrow layers train through `_forward_xla` under XLA."""
     from keras_lstm_gates import _fused
 
-    monkeypatch.setattr(_fused, "XLA_LOOP_MIN_UNITS", UNITS - 1)
+    monkeypatch.setattr(_fused, "XLA_TRAINING_MIN_UNITS", UNITS - 1)
 
 
 @pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
@@ -139,6 +139,28 @@ def test_training_under_xla_takes_batch_major_loop_when_wide(monkeypatch, jit, w
     xla_loop = jit and wide
     assert calls == {"xla": int(xla_loop), "transposed": int(not xla_loop)}
     assert not _fused.in_xla_context()
+
+
+@pytest.mark.parametrize("batch", [1, BATCH])
+def test_inference_under_xla_takes_transposed_loop_for_batches(monkeypatch, batch):
+    import tensorflow as tf
+
+    from keras_lstm_gates import _fused
+
+    records = []
+    original = _fused._forward
+
+    def spy(*args, **kwargs):
+        records.append(kwargs.get("record", True))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_fused, "_forward", spy)
+    layer = FourGateLSTM(UNITS)
+    x = tf.constant(_data()[0][:batch])
+    layer.build(x.shape)
+    infer = tf.function(lambda x: layer(x, training=False), jit_compile=True)
+    assert infer(x).shape == (batch, UNITS)
+    assert records == ([False] if batch > 1 else [])
 
 
 def _xla_calls(layer, x, mask, input_signature=None):
@@ -229,13 +251,21 @@ def test_inference_compiles_with_xla_only_for_static_shapes():
     ],
     ids=["plain", "masked", "backwards", "masked-zero-output", "state", "dropout"],
 )
-@pytest.mark.parametrize("mode", ["xla", "graph-dynamic", "eager"])
+@pytest.mark.parametrize(
+    "mode", ["xla", "graph-dynamic", "eager", "jit_compile", "jit_compile-single"]
+)
 def test_inference_matches_cell_loop(use_gate, options, mode):
+    # "xla": a traced caller, the layer compiles its own loop; "jit_compile":
+    # an XLA-compiled caller (transposed loop, or batch-major for a single
+    # sequence).
     import tensorflow as tf
 
     options = dict(options)
     x, h0, c0, mask = _data()
     mask = mask if options.pop("masked", False) else None
+    if mode.endswith("single"):
+        x, h0, c0 = x[:1], h0[:1], c0[:1]
+        mask = None if mask is None else mask[:1]
     fused, loop = _pair(use_gate, **options)
 
     def infer(layer):
@@ -244,6 +274,8 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
 
         if mode == "xla":
             call = tf.function(call)
+        elif mode.startswith("jit_compile"):
+            call = tf.function(call, jit_compile=True)
         elif mode == "graph-dynamic":
             spec = [tf.TensorSpec((None, None, FEATURES), tf.float32)]
             spec += [tf.TensorSpec((None, UNITS), tf.float32)] * 2
