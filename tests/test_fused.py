@@ -107,9 +107,11 @@ def _wide_layers_take_xla_loop(monkeypatch):
     monkeypatch.setattr(_fused, "XLA_TRAINING_MIN_UNITS", UNITS - 1)
 
 
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_training_under_xla_takes_batch_major_loop_when_wide(monkeypatch, jit, wide):
+def test_wide_layers_train_through_batch_major_loop(monkeypatch, jit, wide, use_gate):
+    # Under XLA, and compiled by itself for the classic cell outside XLA.
     import tensorflow as tf
 
     from keras_lstm_gates import _fused
@@ -125,7 +127,7 @@ def test_training_under_xla_takes_batch_major_loop_when_wide(monkeypatch, jit, w
             return original(*args, **kwargs)
 
         monkeypatch.setattr(_fused, name, spy)
-    layer = FourGateLSTM(UNITS)
+    layer = FourGateLSTM(UNITS, use_gate=use_gate)
     x = tf.constant(_data()[0])
     layer(x)
 
@@ -136,7 +138,7 @@ def test_training_under_xla_takes_batch_major_loop_when_wide(monkeypatch, jit, w
         return tape.gradient(loss, layer.trainable_weights)
 
     assert all(g is not None for g in train(x))
-    xla_loop = jit and wide
+    xla_loop = wide and (jit or use_gate == "classic")
     assert calls == {"xla": int(xla_loop), "transposed": int(not xla_loop)}
     assert not _fused.in_xla_context()
 
@@ -300,9 +302,11 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
     ],
     ids=["plain", "masked", "backwards-sequences", "masked-zero-output", "state"],
 )
-@pytest.mark.parametrize("mode", ["graph", "xla"])
+@pytest.mark.parametrize("mode", ["graph", "xla", "graph-wide"])
 def test_gradients_match_autodiff_of_cell_loop(monkeypatch, use_gate, options, mode):
-    if mode == "xla":
+    # "xla" and "graph-wide" (the classic cell's loops compiled alone) run
+    # the batch-major loop of wide layers.
+    if mode != "graph":
         _wide_layers_take_xla_loop(monkeypatch)
     options = dict(options)
     x, h0, c0, mask = _data()
