@@ -324,6 +324,40 @@ def test_gradients_match_autodiff_of_cell_loop(monkeypatch, use_gate, options, m
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+def test_wide_layer_under_jit_compile_matches_cell_loop(use_gate):
+    # 130 units: the thresholds as shipped (XLA training loop, one sigmoid
+    # per gate), no monkeypatching.
+    import tensorflow as tf
+
+    units = 130
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((BATCH, STEPS, FEATURES)).astype("float32")
+    fused = FourGateLSTM(units, use_gate=use_gate, return_sequences=True)
+    loop = keras.layers.RNN(
+        FourGateLSTMCell(units, use_gate=use_gate), return_sequences=True
+    )
+    fused(x), loop(x)
+    weights = [0.2 * rng.standard_normal(w.shape) for w in fused.get_weights()]
+    fused.set_weights(weights)
+    loop.set_weights(weights)
+    coefficients = rng.standard_normal((BATCH, STEPS, units)).astype("float32")
+
+    def run(layer, jit):
+        @tf.function(jit_compile=jit)
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x, training=True) * coefficients)
+            grads = tape.gradient(loss, [x] + layer.trainable_weights)
+            return [layer(x, training=False)] + grads
+
+        return [t.numpy() for t in step(tf.constant(x))]
+
+    for a, b in zip(run(fused, True), run(loop, False), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("jit_step", [True, False], ids=["xla-step", "plain-step"])
 def test_classic_gradients_with_and_without_xla_step(monkeypatch, jit_step):
     from keras_lstm_gates import _fused
