@@ -18,8 +18,16 @@ over `(units, batch)` tensors each step makes, so:
   step's element-wise ops; at (64, 100, 16, 128) a direct call took 0.65x
   of `keras.layers.LSTM`'s time, 0.94x without XLA). Eagerly, or with a
   dimension unknown when traced, the same loop runs without XLA: XLA would
-  compile again for every new batch size or sequence length. Training
-  keeps TensorFlow's own executor: with XLA its backward loop was slower.
+  compile again for every new batch size or sequence length. Inside an
+  XLA-compiled caller (`jit_compile=True`) inference runs the transposed
+  loop above instead, saving nothing.
+- Where XLA compiles the training loop (inside `jit_compile=True`, and for
+  the classic cell's wide layers outside it too), layers of more than
+  `XLA_TRAINING_MIN_UNITS` units train through `_forward_xla` /
+  `_backward_xla`: batch-major, with the weights' and the events' gradients
+  as large matmuls after the backward loop, where XLA's CPU matmuls are
+  fast. Narrower layers keep the transposed loop, in TensorFlow's executor
+  outside XLA.
 
 Under a mixed-precision policy (`mixed_bfloat16`, `mixed_float16`) only the
 matmuls run in the 16-bit compute dtype; the state `LTM`/`STM` and the gate
