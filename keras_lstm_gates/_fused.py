@@ -514,6 +514,9 @@ def _backward_xla(
     def weight_gradient(operand, d):  # sum over time and batch of operand^T d
         return tf.matmul(operand, d, transpose_a=True)
 
+    def bias_gradient(d):  # summed in float32 even for 16-bit matmuls
+        return tf.cast(tf.reduce_sum(tf.cast(d, dtype), axis=0), mm_dtype)
+
     dz = rows(arrays["dz"])
     flat_events = tf.reshape(events, (-1, events.shape[-1]))
     grads = [
@@ -522,11 +525,11 @@ def _backward_xla(
         dc0,
         weight_gradient(flat_events, dz),
         weight_gradient(rows(stacked["h"]), dz),
-        tf.reduce_sum(dz, axis=0),
+        bias_gradient(dz),
     ]
     if projected:
         du = rows(arrays["du"])
-        grads += [weight_gradient(rows(stacked["kept"]), du), tf.reduce_sum(du, 0)]
+        grads += [weight_gradient(rows(stacked["kept"]), du), bias_gradient(du)]
     return grads
 
 
