@@ -817,7 +817,8 @@ def _classic_grad(dh, dc, ifv, n, c_prev, u, axis=0):
 # Outside XLA, the classic cell's loops are compiled with XLA each where
 # the shapes are static and the matmuls float32: model training step at
 # (32, 200, 64, 256), jit off, 0.68x / 0.71x of keras.layers.LSTM instead
-# of 0.82x / 0.77x (two runs). The projected cell's loops were no faster
+# of 0.82x / 0.77x (two runs); at (64, 100, 16, 128) they would be slower
+# (1.04x vs 0.83x), at 64 units even. The projected cell's loops were no faster
 # compiled (0.95x / 1.06x vs 0.89x / 1.04x), and bfloat16 matmuls stay
 # with oneDNN (XLA's CPU backend emulates them).
 XLA_TRAINING_MIN_UNITS = 128
