@@ -330,32 +330,25 @@ def _forward(
     units = h0.shape[0]
     dtype = h0.dtype
     mm_dtype = kernel.dtype
-    steps = events.shape[0] if events.shape[0] is not None else tf.shape(events)[0]
-
-    def array(element_shape, dtype=dtype):
-        # Static element shapes let the TFLite converter lower the arrays.
-        return tf.TensorArray(dtype, size=steps, element_shape=element_shape)
-
-    events_ta = array(events.shape[1:], mm_dtype).unstack(events)
-    mask_ta = None
-    if mask is not None:
-        mask_ta = array(mask.shape[1:], tf.bool).unstack(mask)
+    steps = _length(events)
+    events_ta = _array_of(events)
+    mask_ta = _array_of(mask) if mask is not None else None
     # `h` for the outputs, and one array per tensor the backward pass reads.
-    shapes = {
-        "ifv": (3 * units, h0.shape[1]),
-        "n": h0.shape,
-        "c": h0.shape,
-        "u": h0.shape,
-        "hx": (kernel.shape[1], h0.shape[1]),
-    }
-    if projected:
-        shapes["kept1"] = (units + 1, h0.shape[1])
-    if not record:
-        shapes = {}
+    shapes = {}
+    if record:
+        shapes = {
+            "ifv": (3 * units, h0.shape[1]),
+            "n": h0.shape,
+            "c": h0.shape,
+            "u": h0.shape,
+            "hx": (kernel.shape[1], h0.shape[1]),
+        }
+        if projected:
+            shapes["kept1"] = (units + 1, h0.shape[1])
     if all_outputs:
         shapes["h"] = h0.shape
     arrays = {
-        name: array(shape, mm_dtype if name in ("hx", "kept1") else dtype)
+        name: _array(steps, shape, mm_dtype if name in ("hx", "kept1") else dtype)
         for name, shape in shapes.items()
     }
     one = tf.ones_like(h0[:1])
@@ -549,15 +542,6 @@ def _length(tensor):
     return tensor.shape[0] if tensor.shape[0] is not None else tf.shape(tensor)[0]
 
 
-def _compiled(function, projected, mask, all_outputs):
-    """`function(projected, mask, all_outputs, *args)` compiled with XLA."""
-    compiled = tf.function(
-        lambda *args: function(projected, mask, all_outputs, *args),
-        jit_compile=True,
-    )
-    return lambda projected, mask, all_outputs, *args: compiled(*args)
-
-
 def _gradients_into_step(t, dh, dc, d_hs_ta, mask_ta):
     """The gradients reaching step `t` of a backward loop.
 
@@ -588,29 +572,20 @@ def _with_backward(projected, mask, all_outputs, xla=False, compile_loops=False)
     one of `_forward`; `compile_loops` compiles its forward and backward
     loops with XLA each (for a caller XLA does not compile).
     """
-    forward, backward = (_forward_xla, _backward_xla) if xla else (_forward, _backward)
+    loops = (_forward_xla, _backward_xla) if xla else (_forward, _backward)
+    forward, backward = (
+        functools.partial(loop, projected, mask, all_outputs) for loop in loops
+    )
     if compile_loops:
-        forward = _compiled(forward, projected, mask, all_outputs)
-        backward = _compiled(backward, projected, mask, all_outputs)
+        forward = tf.function(forward, jit_compile=True)
+        backward = tf.function(backward, jit_compile=True)
 
     @tf.custom_gradient
     def fused(events, h0, c0, *weights):
-        hs, c_last, records = forward(
-            projected, mask, all_outputs, events, h0, c0, *weights
-        )
+        hs, c_last, records = forward(events, h0, c0, *weights)
 
         def grad(d_hs, d_c_last):
-            return backward(
-                projected,
-                mask,
-                all_outputs,
-                records,
-                events,
-                h0,
-                weights,
-                d_hs,
-                d_c_last,
-            )
+            return backward(records, events, h0, weights, d_hs, d_c_last)
 
         return (hs, c_last), grad
 
@@ -632,10 +607,10 @@ def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, 
     dtype = h0.dtype
     mm_dtype = kernel.dtype
     after_loop = mm_dtype != dtype
-    steps = events.shape[0] if events.shape[0] is not None else tf.shape(events)[0]
+    steps = _length(events)
 
     def array(rows, dtype=mm_dtype):
-        return tf.TensorArray(dtype, size=steps, element_shape=(rows, batch))
+        return _array(steps, (rows, batch), dtype)
 
     d_hs_ta = None
     if all_outputs:
