@@ -59,8 +59,30 @@ def parse_args(argv=None):
     parser.add_argument(
         "--no-torch", action="store_true", help="leave torch.nn.LSTM out"
     )
+    parser.add_argument(
+        "--shapes",
+        default=None,
+        help="shapes for train, infer and bf16 as B,T,F,U;B,T,F,U (default: "
+        "the four of the issue; --quick: the first)",
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.shapes is not None:
+        try:
+            args.shapes = tuple(
+                tuple(int(n) for n in shape.split(","))
+                for shape in args.shapes.split(";")
+                if shape.strip()
+            )
+        except ValueError:
+            args.shapes = ()
+        if not args.shapes or any(
+            len(shape) != 4 or min(shape) < 1 for shape in args.shapes
+        ):
+            parser.error(
+                "--shapes: expected positive batch,time,features,units "
+                "separated by ';', e.g. '64,100,16,128;32,200,64,256'"
+            )
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
@@ -129,11 +151,25 @@ def lstm_flops(shape, projected=False):
 # ---------------------------------------------------------------------------
 
 
+# Contenders that raised in their warm-up: `name -> error`, for the results.
+FAILED = {}
+
+
 def time_interleaved(fns, runs, warmup=3):
-    """Times each callable `runs` times, interleaved; returns seconds lists."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+    """Times each callable `runs` times, interleaved; returns seconds lists.
+
+    A contender that raises in its warm-up is left out of the timing and
+    noted in `FAILED` (say, a Keras layer that cannot run in that mode).
+    """
+    for name, fn in list(fns.items()):
+        try:
+            for _ in range(warmup):
+                fn()
+        except Exception as error:  # noqa: BLE001 - reported, not hidden
+            message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            print(f"  {name} failed, left out: {message}")
+            FAILED[name] = message
+            fns = {k: v for k, v in fns.items() if k != name}
     times = {name: [] for name in fns}
     for _ in range(runs):
         for name, fn in fns.items():
@@ -166,6 +202,8 @@ def blocking(x):
     """Waits for a result (JAX dispatches asynchronously)."""
     import keras
 
+    if hasattr(x, "block_until_ready"):  # a JAX array: no copy to the host
+        return x.block_until_ready()
     return keras.ops.convert_to_numpy(x)
 
 
@@ -211,25 +249,54 @@ def direct_call(model, jit):
         return lambda x: fn(x).numpy()
     import jax
 
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-    fn = jax.jit(lambda x: model.stateless_call(trainable, non_trainable, x)[0])
-    return lambda x: blocking(fn(x))
+    # The variables' values are read at each call: a JAX training step
+    # donates (deletes) the arrays it was given.
+    fn = jax.jit(lambda t, n, x: model.stateless_call(t, n, x)[0])
+    return lambda x: blocking(
+        fn(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            x,
+        )
+    )
+
+
+def keras_gpu():
+    """The GPU Keras computes on (its name), or None on a CPU."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return device.device_kind if device.platform == "gpu" else None
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
 
 
 def torch_models(shape, train):
-    """Train-step and forward closures for `torch.nn.LSTM`."""
+    """Train-step and forward closures for `torch.nn.LSTM`.
+
+    On the GPU when Keras computes on one (cuDNN's LSTM, the peer there),
+    else on all CPU threads.
+    """
     import torch
 
+    device = "cuda" if keras_gpu() and torch.cuda.is_available() else "cpu"
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     batch, steps, features, units = shape
-    lstm = torch.nn.LSTM(features, units, batch_first=True)
-    head = torch.nn.Linear(units, 1)
+    lstm = torch.nn.LSTM(features, units, batch_first=True).to(device)
+    head = torch.nn.Linear(units, 1).to(device)
     params = list(lstm.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=1e-3)
-    x = torch.randn(batch, steps, features)
-    y = torch.randn(batch, 1)
+    x = torch.randn(batch, steps, features, device=device)
+    y = torch.randn(batch, 1, device=device)
+    wait = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     def train_step():
         opt.zero_grad()
@@ -237,11 +304,13 @@ def torch_models(shape, train):
         loss = torch.mean((head(out[:, -1]) - y) ** 2)
         loss.backward()
         opt.step()
+        wait()
 
     def forward():
         with torch.no_grad():
             out, _ = lstm(x)
             head(out[:, -1])
+        wait()
 
     return train_step if train else forward
 
@@ -263,7 +332,7 @@ def section_peak(args):
     import keras
 
     results = {}
-    n = 1024 if args.quick else 2048
+    n = 1024 if args.quick else 8192 if keras_gpu() else 2048
     for dtype in ("float32", "bfloat16"):
         a = keras.ops.ones((n, n), dtype=dtype)
         if keras.backend.backend() == "tensorflow":
@@ -283,7 +352,7 @@ def section_train(args, shapes=None, policy=None):
     """Training step (`train_on_batch`, Adam) for every contender."""
     import keras
 
-    shapes = shapes or (QUICK_SHAPES if args.quick else SHAPES)
+    shapes = shapes or args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
     results = {}
     for shape in shapes:
         for jit in jit_modes(args):
@@ -313,7 +382,7 @@ def train_flops(shape):
 
 def section_infer(args):
     """Inference: `predict_on_batch` and a direct compiled call."""
-    shapes = QUICK_SHAPES if args.quick else SHAPES
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
     results = {}
     for shape in shapes:
         for jit in jit_modes(args):
@@ -355,7 +424,9 @@ def section_bf16(args):
     """
     import keras
 
-    shapes = QUICK_SHAPES if args.quick else ((32, 200, 64, 256), (64, 100, 16, 128))
+    shapes = args.shapes or (
+        QUICK_SHAPES if args.quick else ((32, 200, 64, 256), (64, 100, 16, 128))
+    )
     makers = keras_contenders()
     results = {}
     for shape in shapes:
@@ -380,8 +451,9 @@ def section_bf16(args):
             for mode, flops in (("train", train_flops(shape)), ("call", None)):
                 rows = summarize(time_interleaved(fns[mode], args.runs), flops=flops)
                 for name in CORE_CONTENDERS:
-                    half = rows[f"{name} mixed_bfloat16"]
-                    half["vs_float32"] = half["min_ms"] / rows[name]["min_ms"]
+                    half = rows.get(f"{name} mixed_bfloat16")
+                    if half and name in rows:
+                        half["vs_float32"] = half["min_ms"] / rows[name]["min_ms"]
                 results[key][mode] = rows
                 report(f"{key} {mode}, float32 and mixed_bfloat16", rows)
     return results
@@ -542,13 +614,17 @@ def report(title, rows):
 
 def markdown(results):
     lines = [
-        f"# Speed ({results['backend']}, {results['machine']})",
+        f"# Speed ({results['backend']}, {results['machine']}"
+        + (f", {results['gpu']}" if results.get("gpu") else "")
+        + ")",
         "",
         f"Commit {results.get('commit', 'unknown')}.",
         "",
         f"{results['note']}",
         "",
     ]
+    for name, error in results.get("failed", {}).items():
+        lines += [f"- `{name}` raised and was left out: {error}", ""]
     peak = results["sections"].get("peak")
     if peak:
         lines += [
@@ -610,6 +686,7 @@ def main():
         "backend": args.backend,
         "keras": keras.__version__,
         "machine": f"{machine_name()}, {os.cpu_count()} cores",
+        "gpu": keras_gpu(),
         "note": (
             "Interleaved runs; min and median over "
             f"{args.runs} runs after 3 warm-up calls. Load average (1, 5, 15 "
@@ -625,6 +702,8 @@ def main():
         results["sections"][section] = globals()[f"section_{section}"](args)
         (out_dir / "speed.json").write_text(json.dumps(results, indent=1))
         (out_dir / "speed.md").write_text(markdown(results))
+    if FAILED:
+        results["failed"] = dict(FAILED)
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     results["note"] += f" At the end: {load}."
     (out_dir / "speed.json").write_text(json.dumps(results, indent=1))
