@@ -16,11 +16,11 @@ over `(units, batch)` tensors each step makes, so:
 - Inference runs the forward loop alone, saving nothing, and compiled with
   XLA where the shapes are static in a traced function (XLA fuses each
   step's element-wise ops; at (64, 100, 16, 128) a direct call took 0.65x
-  of `keras.layers.LSTM`'s time, 0.94x without XLA). Eagerly, or with a
-  dimension unknown when traced, the same loop runs without XLA: XLA would
-  compile again for every new batch size or sequence length. Inside an
-  XLA-compiled caller (`jit_compile=True`) inference runs the transposed
-  loop above instead, saving nothing.
+  of `keras.layers.LSTM`'s time, 0.94x without XLA): the transposed loop
+  above for a batch above 1, the batch-major one for a single sequence.
+  Eagerly, or with a dimension unknown when traced, the batch-major loop
+  runs without XLA: XLA would compile again for every new batch size or
+  sequence length.
 - Where XLA compiles the training loop (inside `jit_compile=True`, and for
   the classic cell's wide layers outside it too), layers of more than
   `XLA_TRAINING_MIN_UNITS` units train through `_forward_xla` /
@@ -41,7 +41,9 @@ Only the cell's math with `tanh` and `sigmoid` is handled here; `supports`
 says when the layer may use this path.
 """
 
+import contextlib
 import functools
+import threading
 
 import tensorflow as tf
 from keras import activations
@@ -51,6 +53,27 @@ _FAST_MATMUL_FLAGS = {
     tf.bfloat16: ("amx_bf16", "avx512_bf16"),
     tf.float16: ("amx_fp16", "avx512_fp16"),
 }
+
+
+_tracing = threading.local()
+
+
+@contextlib.contextmanager
+def batch_major_inference():
+    """Inference traced in this context takes the batch-major loop.
+
+    For TFLite export at a fixed batch size above 1: the transposed loop
+    converts to a file as fast in float32 (1.78 vs 1.81 ms, batch 8, 128
+    units), but dynamic-range quantization of its matmul, which carries the
+    bias in the weights, is 4x less accurate (largest difference 2.4e-3 vs
+    5.7e-4 at 256 units).
+    """
+    previous = getattr(_tracing, "batch_major", False)
+    _tracing.batch_major = True
+    try:
+        yield
+    finally:
+        _tracing.batch_major = previous
 
 
 def supports(cell, unroll, training):
@@ -193,15 +216,20 @@ def run(
             projected, mask, return_all_outputs, xla=True, compile_loops=not in_xla
         )
         hs, c_last = fused(events, h0, c0, *weights)
-    elif training or (in_xla and batch != 1):
+    elif training or (
+        xla and batch != 1 and not getattr(_tracing, "batch_major", False)
+    ):
         # Transposed, with a row of ones for the bias: the step computes all
         # four gates as `W @ [STM_{t-1}; E_t; 1]`, `W` gate-major. Also the
-        # inference loop inside an XLA-compiled caller: one matmul a step,
-        # 0.78x the batch-major loop's time at (32, 200, 64, 256) and at
-        # (64, 100, 16, 128) projected, 0.9x classic (a single sequence
-        # runs faster batch-major: 0.34 vs 0.41 ms at (1, 100, 16, 64)).
-        # Traced without XLA, as by the TFLite converter, inference keeps
-        # the batch-major loop below, which converts best.
+        # inference loop of a batch above 1 where XLA compiles it: one
+        # matmul a step. Inside an XLA-compiled caller 0.78x the batch-major
+        # loop's time at (32, 200, 64, 256) and at (64, 100, 16, 128)
+        # projected, 0.9x classic; compiled on its own (a traced call,
+        # `jit_compile` off) 0.88-0.97x in medians of 40 interleaved runs
+        # at both shapes. A single sequence runs faster batch-major (0.34
+        # vs 0.41 ms at (1, 100, 16, 64)); so does anything traced with an
+        # unknown dimension (`predict` over a dataset's batches) or under
+        # `batch_major_inference` (TFLite export).
         events = tf.transpose(events, (0, 2, 1))
         events = tf.concat([events, tf.ones_like(events[:, :1])], axis=1)
         weights = cast([recurrent_kernel, kernel, tf.reshape(bias, (1, -1))])
@@ -218,16 +246,12 @@ def run(
             fused = _with_backward(projected, mask, return_all_outputs)
             hs, c_last = fused(events, h0, c0, *weights)
         else:
-            hs, c_last, _ = _forward(
-                projected,
-                mask,
-                return_all_outputs,
-                events,
-                h0,
-                c0,
-                *weights,
-                record=False,
+            forward = _inference_forward(
+                projected, mask is not None, return_all_outputs
             )
+            if in_xla:
+                forward = forward.python_function  # compiled with its caller
+            hs, c_last = forward(events, h0, c0, mask, *weights)
         # Back to (time, batch, units) and (batch, units).
         hs, c_last = tf.transpose(hs, (0, 2, 1)), tf.transpose(c_last)
         if mask is not None:
@@ -259,6 +283,20 @@ def run(
     for state in states:
         state.set_shape((batch, units))
     return outputs[:, -1], outputs, states
+
+
+def _inference_forward(projected, masked, all_outputs):
+    """`_forward` saving nothing, as a `tf.function(jit_compile=True)` of
+    `(events, h0, c0, mask, *weights) -> (STM, LTM_T)`."""
+
+    @tf.function(jit_compile=True)
+    def forward(events, h0, c0, mask, *weights):
+        hs, c_last, _ = _forward(
+            projected, mask, all_outputs, events, h0, c0, *weights, record=False
+        )
+        return hs, c_last
+
+    return forward
 
 
 def _inference_loop(projected, all_outputs):

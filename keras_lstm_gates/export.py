@@ -231,8 +231,11 @@ def export_tflite(
     step = StepFunction(converted) if streaming else None
     path = _check_target("export_tflite", path, overwrite)
 
+    from keras_lstm_gates import _fused
+
     with tempfile.TemporaryDirectory(prefix="keras_lstm_gates_export_") as workdir:
-        _write_saved_model(converted, workdir, batch_size, step=step)
+        with _fused.batch_major_inference():
+            _write_saved_model(converted, workdir, batch_size, step=step)
         content = _convert(
             workdir, converted, batch_size, quantize, representative_data, step
         )

@@ -143,26 +143,56 @@ def test_wide_layers_train_through_batch_major_loop(monkeypatch, jit, wide, use_
     assert not _fused.in_xla_context()
 
 
+def _spy_inference_loops(monkeypatch):
+    """Counts the inference loops traced: transposed and batch-major."""
+    from keras_lstm_gates import _fused
+
+    calls = {"transposed": 0, "batch-major": 0}
+    forward, batch_major = _fused._forward, _fused._inference_loop
+
+    def spy_forward(*args, **kwargs):
+        calls["transposed"] += not kwargs.get("record", True)
+        return forward(*args, **kwargs)
+
+    def spy_batch_major(*args, **kwargs):
+        calls["batch-major"] += 1
+        return batch_major(*args, **kwargs)
+
+    monkeypatch.setattr(_fused, "_forward", spy_forward)
+    monkeypatch.setattr(_fused, "_inference_loop", spy_batch_major)
+    return calls
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["traced", "jit_compile"])
 @pytest.mark.parametrize("batch", [1, BATCH])
-def test_inference_under_xla_takes_transposed_loop_for_batches(monkeypatch, batch):
+def test_compiled_inference_takes_transposed_loop_for_batches(monkeypatch, batch, jit):
+    import tensorflow as tf
+
+    calls = _spy_inference_loops(monkeypatch)
+    layer = FourGateLSTM(UNITS)
+    x = tf.constant(_data()[0][:batch])
+    layer.build(x.shape)
+    infer = tf.function(lambda x: layer(x, training=False), jit_compile=jit)
+    assert infer(x).shape == (batch, UNITS)
+    expected = "transposed" if batch > 1 else "batch-major"
+    assert calls == {"transposed": 0, "batch-major": 0, expected: 1}
+
+
+def test_batch_major_inference_context_picks_batch_major_loop(monkeypatch):
     import tensorflow as tf
 
     from keras_lstm_gates import _fused
 
-    records = []
-    original = _fused._forward
-
-    def spy(*args, **kwargs):
-        records.append(kwargs.get("record", True))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(_fused, "_forward", spy)
+    calls = _spy_inference_loops(monkeypatch)
     layer = FourGateLSTM(UNITS)
-    x = tf.constant(_data()[0][:batch])
+    x = tf.constant(_data()[0])
     layer.build(x.shape)
-    infer = tf.function(lambda x: layer(x, training=False), jit_compile=True)
-    assert infer(x).shape == (batch, UNITS)
-    assert records == ([False] if batch > 1 else [])
+    with _fused.batch_major_inference():
+        out = tf.function(lambda x: layer(x, training=False))(x)
+    assert calls == {"transposed": 0, "batch-major": 1}
+    expected = tf.function(lambda x: layer(x, training=False))(x)
+    assert calls == {"transposed": 1, "batch-major": 1}
+    np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def _xla_calls(layer, x, mask, input_signature=None):
@@ -254,12 +284,20 @@ def test_inference_compiles_with_xla_only_for_static_shapes():
     ids=["plain", "masked", "backwards", "masked-zero-output", "state", "dropout"],
 )
 @pytest.mark.parametrize(
-    "mode", ["xla", "graph-dynamic", "eager", "jit_compile", "jit_compile-single"]
+    "mode",
+    [
+        "xla",
+        "xla-single",
+        "graph-dynamic",
+        "eager",
+        "jit_compile",
+        "jit_compile-single",
+    ],
 )
 def test_inference_matches_cell_loop(use_gate, options, mode):
     # "xla": a traced caller, the layer compiles its own loop; "jit_compile":
-    # an XLA-compiled caller (transposed loop, or batch-major for a single
-    # sequence).
+    # an XLA-compiled caller. Both run the transposed loop, or the
+    # batch-major one for a single sequence.
     import tensorflow as tf
 
     options = dict(options)
@@ -274,7 +312,7 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
         def call(x, h0, c0):
             return layer(x, initial_state=[h0, c0], mask=mask, training=False)
 
-        if mode == "xla":
+        if mode.startswith("xla"):
             call = tf.function(call)
         elif mode.startswith("jit_compile"):
             call = tf.function(call, jit_compile=True)
