@@ -21,13 +21,13 @@ over `(units, batch)` tensors each step makes, so:
   Eagerly, or with a dimension unknown when traced, the batch-major loop
   runs without XLA: XLA would compile again for every new batch size or
   sequence length.
-- Where XLA compiles the training loop (inside `jit_compile=True`, and for
-  the classic cell's wide layers outside it too), layers of more than
-  `XLA_TRAINING_MIN_UNITS` units train through `_forward_xla` /
+- Inside `jit_compile=True` the classic cell, and projected layers of more
+  than `XLA_TRAINING_MIN_UNITS` units, train through `_forward_xla` /
   `_backward_xla`: batch-major, with the weights' and the events' gradients
   as large matmuls after the backward loop, where XLA's CPU matmuls are
-  fast. Narrower layers keep the transposed loop, in TensorFlow's executor
-  outside XLA.
+  fast. Outside XLA, the classic cell's wide layers take the same loops,
+  each compiled with XLA on its own; the rest keep the transposed loop, in
+  TensorFlow's executor.
 
 Under a mixed-precision policy (`mixed_bfloat16`, `mixed_float16`) only the
 matmuls run in the 16-bit compute dtype; the state `LTM`/`STM` and the gate
@@ -204,11 +204,13 @@ def run(
         if go_backwards:
             mask = tf.reverse(mask, [0])
     h0, c0 = cast(initial_state, dtype)
-    # Outside XLA, a wide classic cell trains through the same loops, each
-    # compiled with XLA (see `XLA_TRAINING_MIN_UNITS`).
+    # Under XLA the classic cell, and the projected one when wide, train
+    # through the batch-major loops; outside XLA a wide classic cell does
+    # too, each loop compiled with XLA (see `XLA_TRAINING_MIN_UNITS`).
+    wide = units > XLA_TRAINING_MIN_UNITS
     compile_loops = not (in_xla or projected) and mm_dtype == dtype
     compile_loops = compile_loops and sequences.shape.is_fully_defined()
-    if training and units > XLA_TRAINING_MIN_UNITS and (in_xla or compile_loops):
+    if training and ((in_xla and (wide or not projected)) or (wide and compile_loops)):
         weights = cast([gate_order(w) for w in (kernel, recurrent_kernel, bias)])
         if projected:
             weights += cast([use_gate_kernel, use_gate_bias])
@@ -827,12 +829,18 @@ def _classic_grad(dh, dc, ifv, n, c_prev, u, axis=0):
     return tf.concat([di, df, dv, dn], axis=axis), dc * f
 
 
-# Above this many units, training inside an XLA-compiled function
-# (`jit_compile=True`) takes the batch-major loop of `_forward_xla`, whose
-# weight gradients are large matmuls after the loop. Model training step,
-# jit on: at (32, 200, 64, 256) 0.62x / 0.78x of keras.layers.LSTM
-# (classic / projected) instead of the transposed loop's 0.88x / 1.03x; at
-# (64, 100, 16, 128) no faster (loop alone 1.04x / 1.09x).
+# Training inside an XLA-compiled function (`jit_compile=True`) takes the
+# batch-major loop of `_forward_xla`, whose weight gradients are large
+# matmuls after the loop (XLA's CPU matmul of a step's weight gradient, a
+# sum over the batch alone, took 155-175 us at 128 units, twice the step's
+# forward matmul): the classic cell at every width, the projected one above
+# this many units. Model training step, jit on, against the transposed
+# loop in the same process: classic 0.94x / 0.95x at (64, 100, 16, 128)
+# (two runs of 25-35), 0.79x at (32, 100, 16, 96), 0.84x at
+# (64, 100, 16, 64), 0.88x at (1, 100, 16, 64), 0.94x at (64, 100, 16, 8);
+# projected 0.62x / 0.78x of keras.layers.LSTM at (32, 200, 64, 256)
+# instead of 1.03x, but 1.15x at (64, 100, 16, 128) and 1.09x at
+# (64, 100, 16, 64), so narrower projected layers keep the transposed loop.
 # Outside XLA, the classic cell's loops are compiled with XLA each where
 # the shapes are static and the matmuls float32: model training step at
 # (32, 200, 64, 256), jit off, 0.68x / 0.71x of keras.layers.LSTM instead
