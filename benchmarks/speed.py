@@ -700,10 +700,10 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     for section in args.sections:
         results["sections"][section] = globals()[f"section_{section}"](args)
+        if FAILED:  # with each section's write, in case the run is cut short
+            results["failed"] = dict(FAILED)
         (out_dir / "speed.json").write_text(json.dumps(results, indent=1))
         (out_dir / "speed.md").write_text(markdown(results))
-    if FAILED:
-        results["failed"] = dict(FAILED)
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     results["note"] += f" At the end: {load}."
     (out_dir / "speed.json").write_text(json.dumps(results, indent=1))

@@ -209,8 +209,8 @@ def run(
     # too, each loop compiled with XLA (see `XLA_TRAINING_MIN_UNITS`).
     wide = units > XLA_TRAINING_MIN_UNITS
     compile_loops = not (in_xla or projected) and mm_dtype == dtype
-    compile_loops = compile_loops and sequences.shape.is_fully_defined()
-    if training and ((in_xla and (wide or not projected)) or (wide and compile_loops)):
+    compile_loops = wide and compile_loops and sequences.shape.is_fully_defined()
+    if training and ((in_xla and (wide or not projected)) or compile_loops):
         weights = cast([gate_order(w) for w in (kernel, recurrent_kernel, bias)])
         if projected:
             weights += cast([use_gate_kernel, use_gate_bias])
@@ -248,9 +248,7 @@ def run(
             fused = _with_backward(projected, mask, return_all_outputs)
             hs, c_last = fused(events, h0, c0, *weights)
         else:
-            forward = _inference_forward(
-                projected, mask is not None, return_all_outputs
-            )
+            forward = _inference_forward(projected, return_all_outputs)
             if in_xla:
                 forward = forward.python_function  # compiled with its caller
             hs, c_last = forward(events, h0, c0, mask, *weights)
@@ -287,7 +285,7 @@ def run(
     return outputs[:, -1], outputs, states
 
 
-def _inference_forward(projected, masked, all_outputs):
+def _inference_forward(projected, all_outputs):
     """`_forward` saving nothing, as a `tf.function(jit_compile=True)` of
     `(events, h0, c0, mask, *weights) -> (STM, LTM_T)`."""
 
@@ -356,14 +354,14 @@ def _inference_loop(projected, all_outputs):
 def _forward(
     projected, mask, all_outputs, events, h0, c0, kernel, use=None, record=True
 ):
-    """The training forward loop over transposed, gate-major tensors.
+    """The forward loop over transposed, gate-major tensors.
 
     Returns `(STM, LTM_T, records)`: `STM` stacks `STM_t` for every step if
-    `all_outputs` (else only the last); `records` (empty unless `record`)
-    holds one
-    `TensorArray` per tensor the backward pass needs: `ifv` (`[i; f; V]`),
-    `n`, `c` (`LTM_{t-1}`), `u`, `hx` (`[STM_{t-1}; E_t; 1]`) and, for the
-    projected Use gate, `kept1` (`[LTM_{t-1} * f; 1]`). The state is in
+    `all_outputs` (else only the last); `records` (empty unless `record`,
+    as for inference) holds one `TensorArray` per tensor the backward pass
+    needs: `ifv` (`[i; f; V]`), `n`, `c` (`LTM_{t-1}`), `u`, `hx`
+    (`[STM_{t-1}; E_t; 1]`) and, for the projected Use gate, `kept1`
+    (`[LTM_{t-1} * f; 1]`). The state is in
     `h0`'s dtype; the matmuls, their operands `hx`/`kept1` and `events` in
     `kernel`'s.
     """

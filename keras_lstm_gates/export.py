@@ -231,7 +231,7 @@ def export_tflite(
     step = StepFunction(converted) if streaming else None
     path = _check_target("export_tflite", path, overwrite)
 
-    from keras_lstm_gates import _fused
+    from keras_lstm_gates import _fused  # imports TensorFlow: only once checked
 
     with tempfile.TemporaryDirectory(prefix="keras_lstm_gates_export_") as workdir:
         with _fused.batch_major_inference():

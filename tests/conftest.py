@@ -30,3 +30,24 @@ def _seed_and_policy():
     policy = keras.config.dtype_policy()
     yield
     keras.config.set_dtype_policy(policy)
+
+
+@pytest.fixture
+def inference_loops(monkeypatch):
+    """Counts the inference loops `_fused` traces: transposed, batch-major."""
+    from keras_lstm_gates import _fused
+
+    calls = {"transposed": 0, "batch-major": 0}
+    forward, batch_major = _fused._forward, _fused._inference_loop
+
+    def spy_forward(*args, **kwargs):
+        calls["transposed"] += not kwargs.get("record", True)
+        return forward(*args, **kwargs)
+
+    def spy_batch_major(*args, **kwargs):
+        calls["batch-major"] += 1
+        return batch_major(*args, **kwargs)
+
+    monkeypatch.setattr(_fused, "_forward", spy_forward)
+    monkeypatch.setattr(_fused, "_inference_loop", spy_batch_major)
+    return calls

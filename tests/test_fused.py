@@ -145,32 +145,14 @@ def test_wide_layers_train_through_batch_major_loop(monkeypatch, jit, wide, use_
     assert not _fused.in_xla_context()
 
 
-def _spy_inference_loops(monkeypatch):
-    """Counts the inference loops traced: transposed and batch-major."""
-    from keras_lstm_gates import _fused
-
-    calls = {"transposed": 0, "batch-major": 0}
-    forward, batch_major = _fused._forward, _fused._inference_loop
-
-    def spy_forward(*args, **kwargs):
-        calls["transposed"] += not kwargs.get("record", True)
-        return forward(*args, **kwargs)
-
-    def spy_batch_major(*args, **kwargs):
-        calls["batch-major"] += 1
-        return batch_major(*args, **kwargs)
-
-    monkeypatch.setattr(_fused, "_forward", spy_forward)
-    monkeypatch.setattr(_fused, "_inference_loop", spy_batch_major)
-    return calls
-
-
 @pytest.mark.parametrize("jit", [False, True], ids=["traced", "jit_compile"])
 @pytest.mark.parametrize("batch", [1, BATCH])
-def test_compiled_inference_takes_transposed_loop_for_batches(monkeypatch, batch, jit):
+def test_compiled_inference_takes_transposed_loop_for_batches(
+    inference_loops, batch, jit
+):
     import tensorflow as tf
 
-    calls = _spy_inference_loops(monkeypatch)
+    calls = inference_loops
     layer = FourGateLSTM(UNITS)
     x = tf.constant(_data()[0][:batch])
     layer.build(x.shape)
@@ -180,12 +162,12 @@ def test_compiled_inference_takes_transposed_loop_for_batches(monkeypatch, batch
     assert calls == {"transposed": 0, "batch-major": 0, expected: 1}
 
 
-def test_batch_major_inference_context_picks_batch_major_loop(monkeypatch):
+def test_batch_major_inference_context_picks_batch_major_loop(inference_loops):
     import tensorflow as tf
 
     from keras_lstm_gates import _fused
 
-    calls = _spy_inference_loops(monkeypatch)
+    calls = inference_loops
     layer = FourGateLSTM(UNITS)
     x = tf.constant(_data()[0])
     layer.build(x.shape)
