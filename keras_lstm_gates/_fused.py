@@ -23,7 +23,8 @@ over `(units, batch)` tensors each step makes, so:
   sequence length.
 - Inside `jit_compile=True` the classic cell, and projected layers of more
   than `XLA_TRAINING_MIN_UNITS` units, train through `_forward_xla` /
-  `_backward_xla`: batch-major, with the weights' and the events' gradients
+  `_backward_xla`: batch-major, one matmul a step on `[STM_{t-1}, E_t]`,
+  with the weights' and the events' gradients
   as large matmuls after the backward loop, where XLA's CPU matmuls are
   fast. Outside XLA, the classic cell's wide layers take the same loops,
   each compiled with XLA on its own; the rest keep the transposed loop, in
@@ -289,7 +290,7 @@ def _inference_forward(projected, all_outputs):
     """`_forward` saving nothing, as a `tf.function(jit_compile=True)` of
     `(events, h0, c0, mask, *weights) -> (STM, LTM_T)`."""
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def forward(events, h0, c0, mask, *weights):
         hs, c_last, _ = _forward(
             projected, mask, all_outputs, events, h0, c0, *weights, record=False
@@ -310,7 +311,7 @@ def _inference_loop(projected, all_outputs):
     `STM` stacks every step's `STM_t` if `all_outputs`, else the last one.
     """
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def forward(events, h0, c0, weights, mask):
         units = h0.shape[1]
         dtype = h0.dtype
@@ -635,8 +636,8 @@ def _with_backward(projected, mask, all_outputs, xla=False, compile_loops=False)
         functools.partial(loop, projected, mask, all_outputs) for loop in loops
     )
     if compile_loops:
-        forward = tf.function(forward, jit_compile=True)
-        backward = tf.function(backward, jit_compile=True)
+        forward = tf.function(forward, jit_compile=True, autograph=False)
+        backward = tf.function(backward, jit_compile=True, autograph=False)
 
     @tf.custom_gradient
     def fused(events, h0, c0, *weights):
@@ -884,4 +885,4 @@ def _step_function(function, units):
 
 @functools.cache
 def _jit(function):
-    return tf.function(function, jit_compile=True)
+    return tf.function(function, jit_compile=True, autograph=False)
