@@ -26,9 +26,9 @@ over `(units, batch)` tensors each step makes, so:
   `_backward_xla`: batch-major, one matmul a step on `[STM_{t-1}, E_t]`,
   with the weights' and the events' gradients
   as large matmuls after the backward loop, where XLA's CPU matmuls are
-  fast. Outside XLA, the classic cell's wide layers take the same loops,
-  each compiled with XLA on its own; the rest keep the transposed loop, in
-  TensorFlow's executor.
+  fast. Outside XLA, wide layers take the same loops, each compiled with
+  XLA on its own; the rest keep the transposed loop, in TensorFlow's
+  executor.
 
 Under a mixed-precision policy (`mixed_bfloat16`, `mixed_float16`) only the
 matmuls run in the 16-bit compute dtype; the state `LTM`/`STM` and the gate
@@ -206,10 +206,10 @@ def run(
             mask = tf.reverse(mask, [0])
     h0, c0 = cast(initial_state, dtype)
     # Under XLA the classic cell, and the projected one when wide, train
-    # through the batch-major loops; outside XLA a wide classic cell does
-    # too, each loop compiled with XLA (see `XLA_TRAINING_MIN_UNITS`).
+    # through the batch-major loops; outside XLA a wide layer does too, each
+    # loop compiled with XLA (see `XLA_TRAINING_MIN_UNITS`).
     wide = units > XLA_TRAINING_MIN_UNITS
-    compile_loops = not (in_xla or projected) and mm_dtype == dtype
+    compile_loops = not in_xla and mm_dtype == dtype
     compile_loops = wide and compile_loops and sequences.shape.is_fully_defined()
     if training and ((in_xla and (wide or not projected)) or compile_loops):
         weights = cast([gate_order(w) for w in (kernel, recurrent_kernel, bias)])
@@ -858,9 +858,12 @@ def _classic_grad(dh, dc, ifv, n, c_prev, u, axis=0):
 # the shapes are static and the matmuls float32: model training step at
 # (32, 200, 64, 256), jit off, 0.68x / 0.71x of keras.layers.LSTM instead
 # of 0.82x / 0.77x (two runs); at (64, 100, 16, 128) they would be slower
-# (1.04x vs 0.83x), at 64 units even. The projected cell's loops were no faster
-# compiled (0.95x / 1.06x vs 0.89x / 1.04x), and bfloat16 matmuls stay
-# with oneDNN (XLA's CPU backend emulates them).
+# (1.04x vs 0.83x), at 64 units even. The projected cell's loops gain too
+# since the XLA loop makes one matmul a step: 0.89x / 0.86x instead of
+# 1.07x / 0.96x at (32, 200, 64, 256) (two runs of 20-30), 0.92x instead of
+# 1.02x at (64, 100, 16, 256), even at (64, 100, 16, 192) (1.10x vs 1.06x,
+# medians 0.96x). bfloat16 matmuls stay with oneDNN (XLA's CPU backend
+# emulates them).
 XLA_TRAINING_MIN_UNITS = 128
 
 # Up to this many units, the classic cell's training step runs its

@@ -111,7 +111,7 @@ def _wide_layers_take_xla_loop(monkeypatch):
 @pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 def test_wide_layers_train_through_batch_major_loop(monkeypatch, jit, wide, use_gate):
-    # Under XLA, and compiled by itself for the wide classic cell outside XLA.
+    # Under XLA, and compiled by itself for a wide layer outside XLA.
     import tensorflow as tf
 
     from keras_lstm_gates import _fused
@@ -139,8 +139,8 @@ def test_wide_layers_train_through_batch_major_loop(monkeypatch, jit, wide, use_
 
     assert all(g is not None for g in train(x))
     # The classic cell under XLA or when wide (its loops compiled alone);
-    # the projected cell only under XLA and wide.
-    xla_loop = (jit or wide) if use_gate == "classic" else (jit and wide)
+    # the projected cell when wide.
+    xla_loop = (jit or wide) if use_gate == "classic" else wide
     assert calls == {"xla": int(xla_loop), "transposed": int(not xla_loop)}
     assert not _fused.in_xla_context()
 
@@ -326,8 +326,8 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
 )
 @pytest.mark.parametrize("mode", ["graph", "xla", "graph-wide"])
 def test_gradients_match_autodiff_of_cell_loop(monkeypatch, use_gate, options, mode):
-    # "xla" and "graph-wide" (the classic cell's loops compiled alone) run
-    # the batch-major loop of wide layers.
+    # "xla" and "graph-wide" (the loops compiled alone) run the batch-major
+    # loop of wide layers.
     if mode != "graph":
         _wide_layers_take_xla_loop(monkeypatch)
     options = dict(options)
