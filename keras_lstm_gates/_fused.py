@@ -434,10 +434,10 @@ def _forward_xla(
     `events` `(time, batch, features)`, the state `(batch, units)`, the
     weights as the cell's but with the gates in the order `i, f, V, N`.
     Each step computes `[STM_{t-1}, E_t] @ [recurrent_kernel; kernel] + bias`
-    in one matmul: model training step at (64, 100, 16, 128), jit on, 0.91x
+    in one matmul: model training step at (64, 100, 16, 128), jit on, 0.90x
     / 0.93x the time of two matmuls a step (XLA launches each small matmul
-    at a cost; medians of 30-40 interleaved runs), 0.94x at
-    (32, 200, 64, 256), even at 8 and 64 units. Projecting all events before
+    at a cost; minima of 30-40 interleaved runs, medians 0.96x / 0.93x),
+    0.94x at (32, 200, 64, 256) (medians 0.98x), even at 8 and 64 units. Projecting all events before
     the loop was slower: XLA's CPU code for an element-wise kernel that
     reads a dynamic slice of a loop's array runs ~10x slower than for one
     that reads a matmul's result (inference at (32, 200, 64, 256): 2x the
