@@ -209,7 +209,10 @@ def run(
     # through the batch-major loops; outside XLA a wide layer does too, each
     # loop compiled with XLA (see `XLA_TRAINING_MIN_UNITS`).
     wide = units > XLA_TRAINING_MIN_UNITS
-    compile_loops = not in_xla and mm_dtype == dtype
+    # Not eagerly: a tape around an eager call of a compiled function asks
+    # for the loop's intermediates, which cannot leave XLA (TensorFlow's
+    # "TensorList crossing the XLA/TF boundary").
+    compile_loops = not (in_xla or tf.executing_eagerly()) and mm_dtype == dtype
     compile_loops = wide and compile_loops and sequences.shape.is_fully_defined()
     if training and ((in_xla and (wide or not projected)) or compile_loops):
         weights = cast([gate_order(w) for w in (kernel, recurrent_kernel, bias)])

@@ -55,12 +55,13 @@ def _pair(use_gate, dtype=None, cell_options=None, **kwargs):
     return fused, loop
 
 
-def _outputs_and_gradients(layer, x, h0, c0, mask, training=True, jit=False):
+def _outputs_and_gradients(
+    layer, x, h0, c0, mask, training=True, jit=False, eager=False
+):
     """Outputs and d(loss)/d(x, STM_0, LTM_0, weights), in a tf.function
-    (compiled with XLA if `jit`)."""
+    (compiled with XLA if `jit`), or eagerly."""
     import tensorflow as tf
 
-    @tf.function(jit_compile=jit)
     def run(x, h0, c0):
         with tf.GradientTape() as tape:
             tape.watch([x, h0, c0])
@@ -77,6 +78,8 @@ def _outputs_and_gradients(layer, x, h0, c0, mask, training=True, jit=False):
         grads = tape.gradient(loss, [x, h0, c0] + layer.trainable_weights)
         return outputs, grads
 
+    if not eager:
+        run = tf.function(run, jit_compile=jit)
     outputs, grads = run(tf.constant(x), tf.constant(h0), tf.constant(c0))
     return [o.numpy() for o in outputs], [g.numpy() for g in grads]
 
@@ -344,6 +347,29 @@ def test_gradients_match_autodiff_of_cell_loop(monkeypatch, use_gate, options, m
     assert len(fused_grads) == len(loop_grads)
     for a, b in zip(fused_grads, loop_grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+def test_eager_training_of_wide_layers_matches_cell_loop(monkeypatch, use_gate):
+    # Traced, a wide layer's loops are compiled with XLA on their own;
+    # eagerly (a tape around a direct call, `run_eagerly=True`) they cannot
+    # be, as a tape would ask for the compiled loop's intermediates.
+    _wide_layers_take_xla_loop(monkeypatch)
+    x, h0, c0, mask = _data()
+    fused, loop = _pair(use_gate)
+    fused_out, fused_grads = _outputs_and_gradients(fused, x, h0, c0, mask, eager=True)
+    loop_out, loop_grads = _outputs_and_gradients(loop, x, h0, c0, mask)
+    np.testing.assert_allclose(fused_out[0], loop_out[0], atol=1e-5)
+    for a, b in zip(fused_grads, loop_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    model = keras.Sequential(
+        [keras.Input((STEPS, FEATURES)), fused, keras.layers.Dense(1)]
+    )
+    model.compile("sgd", "mse", run_eagerly=True)
+    before = [w.copy() for w in fused.get_weights()]
+    history = model.fit(x, np.ones((BATCH, 1)), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(before, fused.get_weights()))
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
