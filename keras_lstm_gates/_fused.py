@@ -252,10 +252,12 @@ def run(
             fused = _with_backward(projected, mask, return_all_outputs)
             hs, c_last = fused(events, h0, c0, *weights)
         else:
-            forward = _inference_forward(projected, return_all_outputs)
+            forward = _inference_forward(projected, return_all_outputs, mask)
             if in_xla:
                 forward = forward.python_function  # compiled with its caller
-            hs, c_last = forward(events, h0, c0, mask, *weights)
+            hs, c_last = _differentiable(
+                forward, _transposed_gradient(projected, mask, return_all_outputs)
+            )(events, h0, c0, *weights)
         # Back to (time, batch, units) and (batch, units).
         hs, c_last = tf.transpose(hs, (0, 2, 1)), tf.transpose(c_last)
         if mask is not None:
@@ -267,10 +269,12 @@ def run(
         weights = cast([kernel, recurrent_kernel, bias])
         if projected:
             weights += cast([use_gate_kernel, use_gate_bias])
-        forward = _inference_loop(projected, return_all_outputs)
-        if not xla:
-            forward = forward.python_function  # the same loop, without XLA
-        hs, c_last = forward(events, h0, c0, weights, mask)
+        loop = _inference_loop(projected, return_all_outputs, mask)
+        if xla:
+            loop = _differentiable(loop, _autodiff_gradient(loop.python_function))
+        else:
+            loop = loop.python_function  # the same loop, without XLA
+        hs, c_last = loop(events, h0, c0, *weights)
 
     outputs = hs
     if mask is not None:
@@ -289,12 +293,12 @@ def run(
     return outputs[:, -1], outputs, states
 
 
-def _inference_forward(projected, all_outputs):
+def _inference_forward(projected, all_outputs, mask):
     """`_forward` saving nothing, as a `tf.function(jit_compile=True)` of
-    `(events, h0, c0, mask, *weights) -> (STM, LTM_T)`."""
+    `(events, h0, c0, *weights) -> (STM, LTM_T)`."""
 
     @tf.function(jit_compile=True, autograph=False)
-    def forward(events, h0, c0, mask, *weights):
+    def forward(events, h0, c0, *weights):
         hs, c_last, _ = _forward(
             projected, mask, all_outputs, events, h0, c0, *weights, record=False
         )
@@ -303,19 +307,71 @@ def _inference_forward(projected, all_outputs):
     return forward
 
 
-def _inference_loop(projected, all_outputs):
+def _differentiable(forward, gradient):
+    """`forward` with `gradient(inputs, output_gradients)` as its gradient.
+
+    The inference loops save nothing for a backward pass, and TensorFlow
+    cannot differentiate a while loop compiled with XLA from outside it;
+    yet a caller may take gradients through an inference call (a frozen
+    discriminator, saliency maps). Only then is the gradient's loop run:
+    it runs the forward loop again, saving what it needs.
+    """
+
+    @tf.custom_gradient
+    def call(*inputs):
+        def grad(*output_gradients):
+            return gradient(inputs, output_gradients)
+
+        return forward(*inputs), grad
+
+    return call
+
+
+def _transposed_gradient(projected, mask, all_outputs):
+    """The gradient of the transposed inference loop: the training loops'."""
+
+    def gradient(inputs, output_gradients):
+        events, h0, c0, *weights = inputs
+        _, _, records = _forward(projected, mask, all_outputs, events, h0, c0, *weights)
+        return _backward(
+            projected,
+            mask,
+            all_outputs,
+            records,
+            events,
+            h0,
+            weights,
+            *output_gradients,
+        )
+
+    return gradient
+
+
+def _autodiff_gradient(forward):
+    """The gradient of `forward` (not compiled with XLA) by autodiff."""
+
+    def gradient(inputs, output_gradients):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = forward(*inputs)
+        return tape.gradient(outputs, inputs, output_gradients=output_gradients)
+
+    return gradient
+
+
+def _inference_loop(projected, all_outputs, mask):
     """The forward loop alone, batch-major, compiled with XLA.
 
-    Returns a `tf.function(jit_compile=True)` of `(events, h0, c0, weights,
-    mask) -> (STM, LTM_T)`: `events` time-major `(time, batch, features)`,
-    the states `(batch, units)`, `weights` the cell's `[kernel,
-    recurrent_kernel, bias]` (gates in its order `i, f, N, V`) plus `[W_u,
-    b_u]` for the projected Use gate, `mask` `(time, batch, 1)` or `None`.
+    Returns a `tf.function(jit_compile=True)` of `(events, h0, c0, *weights)
+    -> (STM, LTM_T)`: `events` time-major `(time, batch, features)`, the
+    states `(batch, units)`, `weights` the cell's `kernel,
+    recurrent_kernel, bias` (gates in its order `i, f, N, V`) plus `W_u,
+    b_u` for the projected Use gate; `mask` `(time, batch, 1)` or `None`.
     `STM` stacks every step's `STM_t` if `all_outputs`, else the last one.
     """
 
     @tf.function(jit_compile=True, autograph=False)
-    def forward(events, h0, c0, weights, mask):
+    def forward(events, h0, c0, *weights):
         units = h0.shape[1]
         dtype = h0.dtype
         kernel, recurrent_kernel, bias, *use = weights

@@ -350,6 +350,24 @@ def test_gradients_match_autodiff_of_cell_loop(monkeypatch, use_gate, options, m
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
+@pytest.mark.parametrize("batch", [1, BATCH], ids=["single", "batch"])
+@pytest.mark.parametrize("jit", [False, True], ids=["traced", "jit_compile"])
+def test_gradients_through_inference_calls_match_cell_loop(jit, batch, use_gate):
+    # training=False under a tape, as for a frozen discriminator or a
+    # saliency map: the compiled inference loops (transposed for a batch,
+    # batch-major for one sequence) take the gradient of the training loops.
+    x, h0, c0, mask = (a[:batch] for a in _data())
+    fused, loop = _pair(use_gate, return_sequences=True)
+    fused_out, fused_grads = _outputs_and_gradients(
+        fused, x, h0, c0, mask, training=False, jit=jit
+    )
+    loop_out, loop_grads = _outputs_and_gradients(loop, x, h0, c0, mask, training=False)
+    np.testing.assert_allclose(fused_out[0], loop_out[0], atol=1e-5)
+    for a, b in zip(fused_grads, loop_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
 def test_eager_training_of_wide_layers_matches_cell_loop(monkeypatch, use_gate):
     # Traced, a wide layer's loops are compiled with XLA on their own;
     # eagerly (a tape around a direct call, `run_eagerly=True`) they cannot
