@@ -20,7 +20,10 @@ over `(units, batch)` tensors each step makes, so:
   above for a batch above 1, the batch-major one for a single sequence.
   Eagerly, or with a dimension unknown when traced, the batch-major loop
   runs without XLA: XLA would compile again for every new batch size or
-  sequence length.
+  sequence length. A gradient through an inference call (`training=False`
+  under a tape) runs the forward loop again, saving what its backward pass
+  needs (`_differentiable`): TensorFlow cannot differentiate a loop compiled
+  with XLA from outside it.
 - Inside `jit_compile=True` the classic cell, and projected layers of more
   than `XLA_TRAINING_MIN_UNITS` units, train through `_forward_xla` /
   `_backward_xla`: batch-major, one matmul a step on `[STM_{t-1}, E_t]`,
