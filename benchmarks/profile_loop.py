@@ -45,6 +45,16 @@ def _shape(text):
     return shape
 
 
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -53,8 +63,8 @@ def main():
     parser.add_argument("--step", choices=["train", "infer"], default="train")
     parser.add_argument("--jit", choices=["on", "off"], default="on")
     parser.add_argument("--shape", type=_shape, default=(64, 100, 16, 128))
-    parser.add_argument("--calls", type=int, default=5, help="profiled calls (5)")
-    parser.add_argument("--top", type=int, default=25, help="kernels shown (25)")
+    parser.add_argument("--calls", type=_positive, default=5, help="profiled calls (5)")
+    parser.add_argument("--top", type=_positive, default=25, help="kernels shown (25)")
     args = parser.parse_args()
 
     flags = os.environ.get("XLA_FLAGS", "")

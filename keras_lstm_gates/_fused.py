@@ -27,9 +27,8 @@ over `(units, batch)` tensors each step makes, so:
 - Inside `jit_compile=True` the classic cell, and projected layers of more
   than `XLA_TRAINING_MIN_UNITS` units, train through `_forward_xla` /
   `_backward_xla`: batch-major, one matmul a step on `[STM_{t-1}, E_t]`,
-  with the weights' and the events' gradients
-  as large matmuls after the backward loop, where XLA's CPU matmuls are
-  fast. Outside XLA, wide layers take the same loops, each compiled with
+  with the weights' and the events' gradients as large matmuls after the
+  backward loop, where XLA's CPU matmuls are fast. Outside XLA, wide layers take the same loops, each compiled with
   XLA on its own; the rest keep the transposed loop, in TensorFlow's
   executor.
 
@@ -258,9 +257,10 @@ def run(
             forward = _inference_forward(projected, return_all_outputs, mask)
             if in_xla:
                 forward = forward.python_function  # compiled with its caller
-            hs, c_last = _differentiable(
-                forward, _transposed_gradient(projected, mask, return_all_outputs)
-            )(events, h0, c0, *weights)
+            # A gradient asked through it is the training loops'.
+            train = _with_backward(projected, mask, return_all_outputs)
+            forward = _differentiable(forward, _autodiff_gradient(train))
+            hs, c_last = forward(events, h0, c0, *weights)
         # Back to (time, batch, units) and (batch, units).
         hs, c_last = tf.transpose(hs, (0, 2, 1)), tf.transpose(c_last)
         if mask is not None:
@@ -330,28 +330,9 @@ def _differentiable(forward, gradient):
     return call
 
 
-def _transposed_gradient(projected, mask, all_outputs):
-    """The gradient of the transposed inference loop: the training loops'."""
-
-    def gradient(inputs, output_gradients):
-        events, h0, c0, *weights = inputs
-        _, _, records = _forward(projected, mask, all_outputs, events, h0, c0, *weights)
-        return _backward(
-            projected,
-            mask,
-            all_outputs,
-            records,
-            events,
-            h0,
-            weights,
-            *output_gradients,
-        )
-
-    return gradient
-
-
 def _autodiff_gradient(forward):
-    """The gradient of `forward` (not compiled with XLA) by autodiff."""
+    """The gradient of `forward` (a loop TensorFlow can differentiate: not
+    compiled with XLA, or with a gradient of its own) by autodiff."""
 
     def gradient(inputs, output_gradients):
         with tf.GradientTape() as tape:
@@ -420,9 +401,8 @@ def _forward(
     """The forward loop over transposed, gate-major tensors.
 
     Returns `(STM, LTM_T, records)`: `STM` stacks `STM_t` for every step if
-    `all_outputs` (else only the last); `records` (empty unless `record`,
-    as for inference) holds one `TensorArray` per tensor the backward pass
-    needs: `ifv` (`[i; f; V]`), `n`, `c` (`LTM_{t-1}`), `u`, `hx`
+    `all_outputs` (else only the last); `records` (empty without `record`:
+    inference) holds one `TensorArray` per tensor the backward pass needs: `ifv` (`[i; f; V]`), `n`, `c` (`LTM_{t-1}`), `u`, `hx`
     (`[STM_{t-1}; E_t; 1]`) and, for the projected Use gate, `kept1`
     (`[LTM_{t-1} * f; 1]`). The state is in
     `h0`'s dtype; the matmuls, their operands `hx`/`kept1` and `events` in
@@ -499,11 +479,11 @@ def _forward_xla(
     in one matmul: model training step at (64, 100, 16, 128), jit on, 0.90x
     / 0.93x the time of two matmuls a step (XLA launches each small matmul
     at a cost; minima of 30-40 interleaved runs, medians 0.96x / 0.93x),
-    0.94x at (32, 200, 64, 256) (medians 0.98x), even at 8 and 64 units. Projecting all events before
-    the loop was slower: XLA's CPU code for an element-wise kernel that
-    reads a dynamic slice of a loop's array runs ~10x slower than for one
-    that reads a matmul's result (inference at (32, 200, 64, 256): 2x the
-    loop's time). Returns `(STM, LTM_T, records)` as `_forward` does,
+    0.94x at (32, 200, 64, 256) (medians 0.98x), even at 8 and 64 units.
+    Projecting all events before the loop was slower: XLA's CPU code for an
+    element-wise kernel that reads a dynamic slice of a loop's array and
+    slices it further runs ~10x slower than for one that reads a matmul's
+    result (inference at (32, 200, 64, 256): 2x the loop's time). Returns `(STM, LTM_T, records)` as `_forward` does,
     `records` holding `i`, `f`, `v`, `n`, `c`, `u`, `hx` (`[STM_{t-1}, E_t]`,
     in the matmuls' dtype) and, for the projected Use gate, `kept`
     (`LTM_{t-1} * f`, likewise).
