@@ -519,23 +519,29 @@ def section_memory(args):
 
 
 def tflite_model(make_layer, units, quantize=None, steps=100, features=16):
-    """Converts a batch-1 model to TFLite builtin ops; returns the bytes.
+    """Exports a batch-1 model to TFLite builtin ops; returns the bytes.
 
+    Every contender, `keras.layers.LSTM` included, goes through the
+    package's `export_tflite` (a SavedModel, then the converter with
+    builtin ops only), the way a user exports: it is also how the
+    `FourGateLSTM` loop is traced for TFLite (`_fused.batch_major_inference`).
     `quantize="dynamic"`: dynamic-range quantization (int8 weights, float
     activations), the converter's `Optimize.DEFAULT` without data.
     """
+    import tempfile
+
     import keras
-    import tensorflow as tf
+
+    from keras_lstm_gates import export_tflite
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((steps, features), batch_size=1), make_layer(units)]
     )
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "model.tflite"
+        export_tflite(model, path, quantize=quantize)
+        return path.read_bytes()
 
 
 def tflite_contenders():

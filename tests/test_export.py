@@ -300,6 +300,40 @@ def test_file_has_builtin_ops_only(exported):
     assert not [op for op in ops if op.startswith("Flex") or not op.isupper()]
 
 
+def _while_loops(path):
+    """`(ops before the loop, ops of its body)` for each `WHILE` op of a file."""
+    with open(path, "rb") as f:
+        model = schema.ModelT.InitFromPackedBuf(f.read(), 0)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items()}
+
+    def op_names(graph):
+        codes = [model.operatorCodes[op.opcodeIndex] for op in graph.operators]
+        return [names[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in codes]
+
+    loops = []
+    for graph in model.subgraphs:
+        for k, op in enumerate(graph.operators):
+            if op_names(graph)[k] == "WHILE":
+                body = model.subgraphs[op.builtinOptions.bodySubgraphIndex]
+                loops.append((op_names(graph)[:k], op_names(body)))
+    return loops
+
+
+@pytest.mark.parametrize(
+    "name, matmuls", [("single_classic", 1), ("single_projected", 2)]
+)
+def test_events_are_projected_before_the_loop(exported, name, matmuls):
+    # One FULLY_CONNECTED over the whole sequence before the WHILE loop; each
+    # step then multiplies only STM (and, projected, LTM_{t-1} * f_t): one op
+    # less a step (see `_fused._inference_loop`).
+    _, report, _ = exported(name)
+    loops = _while_loops(report.path)
+    assert len(loops) == 1
+    before, body = loops[0]
+    assert before.count("FULLY_CONNECTED") == 1
+    assert body.count("FULLY_CONNECTED") == matmuls
+
+
 def test_report_describes_the_file(exported):
     _, report, _ = exported("single_projected")
     assert report.size_bytes == os.path.getsize(report.path)

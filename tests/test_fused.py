@@ -279,13 +279,19 @@ def test_inference_compiles_with_xla_only_for_static_shapes():
         "eager",
         "jit_compile",
         "jit_compile-single",
+        "export",
     ],
 )
 def test_inference_matches_cell_loop(use_gate, options, mode):
     # "xla": a traced caller, the layer compiles its own loop; "jit_compile":
     # an XLA-compiled caller. Both run the transposed loop, or the
-    # batch-major one for a single sequence.
+    # batch-major one for a single sequence. "export": traced as for TFLite,
+    # the batch-major loop with the events' projection before it.
+    import contextlib
+
     import tensorflow as tf
+
+    from keras_lstm_gates import _fused
 
     options = dict(options)
     x, h0, c0, mask = _data()
@@ -299,7 +305,7 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
         def call(x, h0, c0):
             return layer(x, initial_state=[h0, c0], mask=mask, training=False)
 
-        if mode.startswith("xla"):
+        if mode.startswith("xla") or mode == "export":
             call = tf.function(call)
         elif mode.startswith("jit_compile"):
             call = tf.function(call, jit_compile=True)
@@ -307,7 +313,11 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
             spec = [tf.TensorSpec((None, None, FEATURES), tf.float32)]
             spec += [tf.TensorSpec((None, UNITS), tf.float32)] * 2
             call = tf.function(call, input_signature=spec)
-        outputs = call(tf.constant(x), tf.constant(h0), tf.constant(c0))
+        tracing = contextlib.nullcontext()
+        if mode == "export":
+            tracing = _fused.batch_major_inference()
+        with tracing:
+            outputs = call(tf.constant(x), tf.constant(h0), tf.constant(c0))
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return [o.numpy() for o in outputs]
 
