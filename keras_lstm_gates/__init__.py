@@ -7,6 +7,7 @@ The public API:
 - `trace_gates`: every gate's activation at every step, for reading and plots.
 - `export_saved_model`, `export_tflite`: a SavedModel for servers, a TFLite
   (LiteRT) file of builtin ops for phones, with measured parity.
+- `tflite_tracing`: trace for your own TFLite converter as `export_tflite` does.
 - `TFLiteModel`: run an exported `.tflite` file, whole sequence or step by step.
 """
 
@@ -17,6 +18,7 @@ from keras_lstm_gates.cell import GateActivations
 from keras_lstm_gates.export import TFLiteExport
 from keras_lstm_gates.export import export_saved_model
 from keras_lstm_gates.export import export_tflite
+from keras_lstm_gates.export import tflite_tracing
 from keras_lstm_gates.layer import FourGateLSTM
 from keras_lstm_gates.tflite import TFLiteModel
 from keras_lstm_gates.trace import trace_gates
@@ -29,6 +31,7 @@ __all__ = [
     "TFLiteModel",
     "export_saved_model",
     "export_tflite",
+    "tflite_tracing",
     "trace_gates",
     "__version__",
 ]

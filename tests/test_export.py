@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
 
 from keras_lstm_gates import FourGateLSTM
 from keras_lstm_gates import FourGateLSTMCell
@@ -332,6 +333,47 @@ def test_events_are_projected_before_the_loop(exported, name, matmuls):
     before, body = loops[0]
     assert before.count("FULLY_CONNECTED") == 1
     assert body.count("FULLY_CONNECTED") == matmuls
+
+
+@pytest.mark.parametrize("use_gate, matmuls", [("classic", 1), ("projected", 2)])
+def test_own_converter_inside_tflite_tracing_gets_the_export_loop(
+    tmp_path, use_gate, matmuls
+):
+    # At a fixed batch above 1, a plain conversion traces the transposed
+    # loop (one matmul a step on [STM; E; 1], nothing before the loop).
+    import tensorflow as tf
+
+    from keras_lstm_gates import tflite_tracing
+
+    keras.utils.set_random_seed(3)
+    model = _randomize(
+        keras.Sequential(
+            [
+                keras.Input((TIME, FEATURES), batch_size=4),
+                FourGateLSTM(6, use_gate=use_gate),
+            ]
+        )
+    )
+
+    def convert(path):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        path.write_bytes(converter.convert())
+        return _while_loops(path)
+
+    with tflite_tracing():
+        ((before, body),) = convert(tmp_path / "traced.tflite")
+    assert before.count("FULLY_CONNECTED") == 1
+    assert body.count("FULLY_CONNECTED") == matmuls
+    ((before, body),) = convert(tmp_path / "plain.tflite")
+    assert before.count("FULLY_CONNECTED") == 0
+    x = _sequences(batch=4, seed=5)
+    interpreter = Interpreter(model_path=str(tmp_path / "traced.tflite"))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    actual = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(actual, _keras(model, x), atol=FLOAT_TOLERANCE)
 
 
 def test_report_describes_the_file(exported):
@@ -711,10 +753,15 @@ def test_bidirectional_exports_without_streaming(tmp_path):
 
 _UNDER_JAX = """
 import keras, numpy as np
-from keras_lstm_gates import FourGateLSTM, export_tflite
+from keras_lstm_gates import FourGateLSTM, export_tflite, tflite_tracing
 model = keras.Sequential([keras.Input((5, 2)), FourGateLSTM(4)])
 try:
     export_tflite(model, "m.tflite")
+except RuntimeError as error:
+    print("RuntimeError:", error)
+try:
+    with tflite_tracing():
+        pass
 except RuntimeError as error:
     print("RuntimeError:", error)
 """
@@ -737,5 +784,6 @@ def test_export_under_jax_backend_says_it_needs_tensorflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "RuntimeError: export_tflite needs the TensorFlow backend" in result.stdout
+    assert "RuntimeError: tflite_tracing needs the TensorFlow backend" in result.stdout
     assert "'jax'" in result.stdout
     assert os.listdir(tmp_path) == []
