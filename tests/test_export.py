@@ -313,10 +313,11 @@ def _while_loops(path):
 
     loops = []
     for graph in model.subgraphs:
+        ops = op_names(graph)
         for k, op in enumerate(graph.operators):
-            if op_names(graph)[k] == "WHILE":
+            if ops[k] == "WHILE":
                 body = model.subgraphs[op.builtinOptions.bodySubgraphIndex]
-                loops.append((op_names(graph)[:k], op_names(body)))
+                loops.append((ops[:k], op_names(body)))
     return loops
 
 
@@ -362,10 +363,10 @@ def test_own_converter_inside_tflite_tracing_gets_the_export_loop(
         return _while_loops(path)
 
     with tflite_tracing():
-        ((before, body),) = convert(tmp_path / "traced.tflite")
+        [(before, body)] = convert(tmp_path / "traced.tflite")
     assert before.count("FULLY_CONNECTED") == 1
     assert body.count("FULLY_CONNECTED") == matmuls
-    ((before, body),) = convert(tmp_path / "plain.tflite")
+    [(before, body)] = convert(tmp_path / "plain.tflite")
     assert before.count("FULLY_CONNECTED") == 0
     x = _sequences(batch=4, seed=5)
     interpreter = Interpreter(model_path=str(tmp_path / "traced.tflite"))
