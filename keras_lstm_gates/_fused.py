@@ -28,9 +28,9 @@ over `(units, batch)` tensors each step makes, so:
   than `XLA_TRAINING_MIN_UNITS` units, train through `_forward_xla` /
   `_backward_xla`: batch-major, one matmul a step on `[STM_{t-1}, E_t]`,
   with the weights' and the events' gradients as large matmuls after the
-  backward loop, where XLA's CPU matmuls are fast. Outside XLA, wide layers take the same loops, each compiled with
-  XLA on its own; the rest keep the transposed loop, in TensorFlow's
-  executor.
+  backward loop, where XLA's CPU matmuls are fast. Outside XLA, wide
+  layers take the same loops, each compiled with XLA on its own; the rest
+  keep the transposed loop, in TensorFlow's executor.
 
 Under a mixed-precision policy (`mixed_bfloat16`, `mixed_float16`) only the
 matmuls run in the 16-bit compute dtype; the state `LTM`/`STM` and the gate
@@ -427,11 +427,11 @@ def _forward(
 
     Returns `(STM, LTM_T, records)`: `STM` stacks `STM_t` for every step if
     `all_outputs` (else only the last); `records` (empty without `record`:
-    inference) holds one `TensorArray` per tensor the backward pass needs: `ifv` (`[i; f; V]`), `n`, `c` (`LTM_{t-1}`), `u`, `hx`
+    inference) holds one `TensorArray` per tensor the backward pass needs:
+    `ifv` (`[i; f; V]`), `n`, `c` (`LTM_{t-1}`), `u`, `hx`
     (`[STM_{t-1}; E_t; 1]`) and, for the projected Use gate, `kept1`
-    (`[LTM_{t-1} * f; 1]`). The state is in
-    `h0`'s dtype; the matmuls, their operands `hx`/`kept1` and `events` in
-    `kernel`'s.
+    (`[LTM_{t-1} * f; 1]`). The state is in `h0`'s dtype; the matmuls,
+    their operands `hx`/`kept1` and `events` in `kernel`'s.
     """
     units = h0.shape[0]
     dtype = h0.dtype
@@ -508,9 +508,11 @@ def _forward_xla(
     Projecting all events before the loop was slower: XLA's CPU code for an
     element-wise kernel that reads a dynamic slice of a loop's array and
     slices it further runs ~10x slower than for one that reads a matmul's
-    result (inference at (32, 200, 64, 256): 2x the loop's time). Returns `(STM, LTM_T, records)` as `_forward` does,
-    `records` holding `i`, `f`, `v`, `n`, `c`, `u`, `hx` (`[STM_{t-1}, E_t]`,
-    in the matmuls' dtype) and, for the projected Use gate, `kept`
+    result (inference at (32, 200, 64, 256): 2x the loop's time).
+
+    Returns `(STM, LTM_T, records)` as `_forward` does, `records` holding
+    `i`, `f`, `v`, `n`, `c`, `u`, `hx` (`[STM_{t-1}, E_t]`, in the
+    matmuls' dtype) and, for the projected Use gate, `kept`
     (`LTM_{t-1} * f`, likewise).
     """
     dtype = h0.dtype

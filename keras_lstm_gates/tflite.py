@@ -32,15 +32,16 @@ def tflite_ops(content: bytes) -> frozenset:
         code (a Select-TF op reads `"Flex..."`).
     """
     model = schema.ModelT.InitFromPackedBuf(content, 0)
-    names = set()
-    for code in model.operatorCodes or ():
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode
-            names.add(custom.decode() if isinstance(custom, bytes) else str(custom))
-        else:
-            names.add(_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}"))
-    return frozenset(names)
+    return frozenset(_op_name(code) for code in model.operatorCodes or ())
+
+
+def _op_name(code):
+    """The name of an `OperatorCodeT`, as `tflite_ops` gives it."""
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        custom = code.customCode
+        return custom.decode() if isinstance(custom, bytes) else str(custom)
+    return _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
 class TFLiteModel:

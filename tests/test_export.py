@@ -22,6 +22,7 @@ from keras_lstm_gates import TFLiteModel
 from keras_lstm_gates import export as export_module
 from keras_lstm_gates import export_saved_model
 from keras_lstm_gates import export_tflite
+from keras_lstm_gates.tflite import _op_name
 from keras_lstm_gates.tflite import tflite_ops
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -305,11 +306,9 @@ def _while_loops(path):
     """`(ops before the loop, ops of its body)` for each `WHILE` op of a file."""
     with open(path, "rb") as f:
         model = schema.ModelT.InitFromPackedBuf(f.read(), 0)
-    names = {code: name for name, code in vars(schema.BuiltinOperator).items()}
 
     def op_names(graph):
-        codes = [model.operatorCodes[op.opcodeIndex] for op in graph.operators]
-        return [names[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in codes]
+        return [_op_name(model.operatorCodes[op.opcodeIndex]) for op in graph.operators]
 
     loops = []
     for graph in model.subgraphs:
