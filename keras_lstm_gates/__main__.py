@@ -8,6 +8,7 @@ A bad argument or an unreadable model is a one-line error and exit status 1.
 import argparse
 import os
 import sys
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -56,20 +57,37 @@ def _parser():
 def _check_paths(args):
     """Checks the files before loading the model, so mistakes answer at once."""
     path = args.model
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"model file {path!r} is a directory")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
     if not os.access(path, os.R_OK):
         raise PermissionError(f"model file {path!r} is not readable")
     if not path.endswith(".keras"):
         raise ValueError(f"model file {path!r} must be a .keras file")
-    for option, target in (
-        ("--saved-model", args.saved_model),
-        ("--tflite", args.tflite),
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"model file {path!r} is not a .keras archive (a zip file)")
+    model = os.path.abspath(path)
+    for option, target, directory in (
+        ("--saved-model", args.saved_model, True),
+        ("--tflite", args.tflite, False),
     ):
-        if target and os.path.lexists(target) and not args.overwrite:
+        if not target:
+            continue
+        absolute = os.path.abspath(target)
+        if absolute == model or (directory and model.startswith(absolute + os.sep)):
+            raise ValueError(
+                f"{option} {target!r} would replace the model file {path!r} itself"
+            )
+        if not os.path.lexists(target):
+            continue
+        if not args.overwrite:
             raise FileExistsError(
                 f"{option} {target!r} already exists; pass --overwrite to replace it"
             )
+        from keras_lstm_gates import export  # what --overwrite may replace
+
+        export._check_target(option, target, True, directory=directory)
 
 
 def _load_model(path):

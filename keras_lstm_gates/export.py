@@ -95,13 +95,16 @@ def export_saved_model(
     Args:
         model: A built Keras model with one input and one output.
         path: The directory to write. It must not exist unless
-            `overwrite=True`; its parent must exist.
+            `overwrite=True`, which replaces an earlier SavedModel or an
+            empty directory (never one holding other files); its parent must
+            exist.
         batch_size: Fixed batch size of the signature, or `None` (default)
             for any batch size.
         jit_compile: If `True`, the serving function is compiled with XLA
             (`tf.function(jit_compile=True)`), e.g. for GPU serving.
             Default: `False`.
-        overwrite: Whether to replace an existing `path`. Default: `False`.
+        overwrite: Whether to replace an existing `path` (an earlier
+            SavedModel). Default: `False`.
 
     Returns:
         The path written, as a string.
@@ -119,7 +122,7 @@ def export_saved_model(
     _require_tensorflow("export_saved_model")
     _check_model("export_saved_model", model)
     batch_size = _check_batch_size("export_saved_model", batch_size, allow_none=True)
-    path = _check_target("export_saved_model", path, overwrite)
+    path = _check_target("export_saved_model", path, overwrite, directory=True)
     with _atomic_target(path, directory=True) as staging:
         _write_saved_model(model, staging, batch_size, jit_compile=bool(jit_compile))
     return path
@@ -158,7 +161,8 @@ def export_tflite(
     Args:
         model: A built Keras model with one input and one output.
         path: The `.tflite` file to write. It must not exist unless
-            `overwrite=True`; its parent directory must exist.
+            `overwrite=True`, which replaces a file (never a directory); its
+            parent directory must exist.
         batch_size: The fixed batch size of the file (a positive int).
             Default: 1.
         quantize: `None` (default, float32), `"dynamic"` (int8 weights,
@@ -169,7 +173,8 @@ def export_tflite(
             `batch_size` samples, used to calibrate the activations' ranges.
         streaming: If `True`, also write the `step` signature. Default:
             `False`.
-        overwrite: Whether to replace an existing `path`. Default: `False`.
+        overwrite: Whether to replace an existing file at `path`. Default:
+            `False`.
 
     Returns:
         A `TFLiteExport` with `path`, `size_bytes`, `ops`, `max_abs_diff` and
@@ -229,7 +234,7 @@ def export_tflite(
         # so an int8 export converts a copy of the model with unrolled loops.
         converted = _unrolled_copy(model)
     step = StepFunction(converted) if streaming else None
-    path = _check_target("export_tflite", path, overwrite)
+    path = _check_target("export_tflite", path, overwrite, directory=False)
 
     from keras_lstm_gates import _fused  # imports TensorFlow: only once checked
 
@@ -339,7 +344,13 @@ def _check_batch_size(function, batch_size, allow_none):
     return int(batch_size)
 
 
-def _check_target(function, path, overwrite):
+def _check_target(function, path, overwrite, directory):
+    """The absolute `path` to write, once checked.
+
+    `overwrite` replaces a file, or a directory holding an earlier SavedModel
+    (or nothing): never a directory of other files, which a file export or
+    a SavedModel export would delete.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
             f"{function}: path must be a str or os.PathLike, got {type(path).__name__}"
@@ -347,14 +358,37 @@ def _check_target(function, path, overwrite):
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
-        raise FileNotFoundError(
-            f"{function}: the directory {parent!r} of path {path!r} does not exist"
-        )
-    if os.path.lexists(path) and not overwrite:
+        exists = os.path.exists(parent)
+        error = NotADirectoryError if exists else FileNotFoundError
+        problem = "is not a directory" if exists else "does not exist"
+        raise error(f"{function}: the directory {parent!r} of path {path!r} {problem}")
+    if not os.path.lexists(path):
+        return path
+    if not overwrite:
         raise FileExistsError(
             f"{function}: path {path!r} already exists; pass overwrite=True "
             "to replace it"
         )
+    is_directory = os.path.isdir(path) and not os.path.islink(path)
+    if directory and not is_directory:
+        raise NotADirectoryError(
+            f"{function}: path {path!r} is not a directory (a file or a link); "
+            "overwriting never replaces one with a SavedModel directory"
+        )
+    if not directory and is_directory:
+        raise IsADirectoryError(
+            f"{function}: path {path!r} is a directory; give the path of the "
+            "file to write (overwriting never replaces a directory)"
+        )
+    if is_directory:
+        names = sorted(os.listdir(path))
+        if names and "saved_model.pb" not in names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise FileExistsError(
+                f"{function}: path {path!r} holds files that are not a SavedModel "
+                f"({shown}); overwriting replaces only an earlier SavedModel "
+                "or an empty directory"
+            )
     return path
 
 

@@ -82,7 +82,7 @@ def test_missing_model_file_in_a_fresh_process(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("junk.keras", b"this is not a zip file", "cannot read"),
+        ("junk.keras", b"this is not a zip file", "not a .keras archive"),
         ("weights.h5", b"\x89HDF\r\n", "must be a .keras file"),
     ],
 )
@@ -107,6 +107,37 @@ def test_existing_output_needs_overwrite(model_file, tmp_path, capsys):
     assert main(["export", path, "--tflite", str(target), "--overwrite"]) == 0
     assert "FULLY_CONNECTED" in capsys.readouterr().out
     assert TFLiteModel(target).ops
+
+
+def test_overwrite_never_replaces_the_model_or_a_directory(
+    model_file, tmp_path, capsys
+):
+    _, path = model_file
+    content = open(path, "rb").read()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "notes.txt").write_text("keep")
+    for argv, message in [
+        (["--tflite", path], "would replace the model file"),
+        (["--saved-model", os.path.dirname(path)], "would replace the model file"),
+        (["--tflite", str(runs)], "is a directory"),
+        (["--saved-model", str(runs)], "not a SavedModel (notes.txt)"),
+        # Checked before anything is written: no SavedModel, then a refusal.
+        (["--saved-model", str(tmp_path / "sm"), "--tflite", str(runs)], "directory"),
+    ]:
+        assert main(["export", path, *argv, "--overwrite"]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1
+    assert open(path, "rb").read() == content
+    assert os.listdir(runs) == ["notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+
+
+def test_model_path_that_is_a_directory(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--tflite", str(tmp_path / "m.tflite")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is a directory" in err
 
 
 def test_quantize_float16(model_file, tmp_path, capsys):

@@ -576,18 +576,46 @@ def test_existing_file_is_kept_without_overwrite(tiny, tmp_path):
     assert os.listdir(tmp_path) == ["m.tflite"]
 
 
-def test_existing_directory_is_kept_without_overwrite(tiny, tmp_path):
+def test_existing_saved_model_is_kept_without_overwrite(tiny, tmp_path):
     path = tmp_path / "sm"
-    path.mkdir()
-    (path / "mine.txt").write_text("keep")
+    export_saved_model(tiny, path)
+    (path / "saved_model.pb").write_bytes(b"earlier export")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         export_saved_model(tiny, path)
-    assert (path / "mine.txt").read_text() == "keep"
+    assert (path / "saved_model.pb").read_bytes() == b"earlier export"
     export_saved_model(tiny, path, overwrite=True)
     assert sorted(os.listdir(path)) == sorted(
         ["assets", "fingerprint.pb", "saved_model.pb", "variables"]
     )
+    assert (path / "saved_model.pb").read_bytes() != b"earlier export"
     assert os.listdir(tmp_path) == ["sm"]
+
+
+def test_overwrite_never_deletes_a_directory_of_other_files(tiny, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "exp1").mkdir(parents=True)
+    (runs / "exp1" / "precious.txt").write_text("keep")
+    (runs / "notes.txt").write_text("keep")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        export_tflite(tiny, runs, overwrite=True)
+    with pytest.raises(FileExistsError, match="not a SavedModel .*exp1, notes.txt"):
+        export_saved_model(tiny, runs, overwrite=True)
+    assert (runs / "exp1" / "precious.txt").read_text() == "keep"
+    assert sorted(os.listdir(runs)) == ["exp1", "notes.txt"]
+    assert os.listdir(tmp_path) == ["runs"]
+    # An empty directory is replaced.
+    (tmp_path / "empty").mkdir()
+    export_saved_model(tiny, tmp_path / "empty", overwrite=True)
+    assert (tmp_path / "empty" / "saved_model.pb").is_file()
+
+
+def test_saved_model_never_replaces_a_file(tiny, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("keep")
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        export_saved_model(tiny, path, overwrite=True)
+    assert path.read_text() == "keep"
+    assert os.listdir(tmp_path) == ["notes.txt"]
 
 
 def test_failed_tflite_export_leaves_nothing(tiny, tmp_path, monkeypatch):
@@ -602,8 +630,9 @@ def test_failed_tflite_export_leaves_nothing(tiny, tmp_path, monkeypatch):
 
 def test_failed_saved_model_export_keeps_the_old_one(tiny, tmp_path, monkeypatch):
     path = tmp_path / "sm"
-    path.mkdir()
-    (path / "mine.txt").write_text("keep")
+    export_saved_model(tiny, path)
+    before = sorted(os.listdir(path))
+    (path / "saved_model.pb").write_bytes(b"earlier export")
 
     def fail(model, directory, *args, **kwargs):
         with open(os.path.join(directory, "saved_model.pb"), "w") as f:
@@ -614,7 +643,8 @@ def test_failed_saved_model_export_keeps_the_old_one(tiny, tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="disk full"):
         export_saved_model(tiny, path, overwrite=True)
     assert os.listdir(tmp_path) == ["sm"]
-    assert os.listdir(path) == ["mine.txt"]
+    assert sorted(os.listdir(path)) == before
+    assert (path / "saved_model.pb").read_bytes() == b"earlier export"
 
 
 def test_missing_parent_directory(tiny, tmp_path):
@@ -622,6 +652,10 @@ def test_missing_parent_directory(tiny, tmp_path):
         export_tflite(tiny, tmp_path / "no" / "m.tflite")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_saved_model(tiny, tmp_path / "no" / "sm")
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(NotADirectoryError, match="afile' of path .* is not a dir"):
+        export_tflite(tiny, tmp_path / "afile" / "m.tflite")
+    assert (tmp_path / "afile").read_text() == "keep"
 
 
 # Bad arguments.
