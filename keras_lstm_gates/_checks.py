@@ -7,6 +7,8 @@ read a TensorFlow trace to learn what they passed wrong.
 
 import numbers
 
+import numpy as np
+
 USE_GATES = ("projected", "classic")
 
 
@@ -62,3 +64,53 @@ def check_sequence_shape(layer_name, shape, features=None):
             f"Layer '{layer_name}': inputs must have {features} features "
             f"(the size it was built with), got shape {shape}"
         )
+
+
+def _static_shape(value):
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(value)
+
+
+def _matches(shape, expected):
+    """Whether `shape` is `expected`, where `None` in either matches any size."""
+    return len(shape) == len(expected) and all(
+        a is None or b is None or a == b for a, b in zip(shape, expected)
+    )
+
+
+def check_mask(layer_name, mask, sequences_shape):
+    """Checks that `mask` is `(batch, time)` for inputs of `sequences_shape`."""
+    if mask is None:
+        return
+    expected = tuple(sequences_shape)[:2]
+    shape = _static_shape(mask)
+    if not _matches(shape, expected):
+        raise ValueError(
+            f"Layer '{layer_name}': mask must have shape (batch, time) = "
+            f"{expected} for inputs of shape {tuple(sequences_shape)}, got "
+            f"shape {shape}"
+        )
+
+
+def check_initial_state(layer_name, initial_state, batch, units):
+    """Checks that `initial_state` is `[STM_0, LTM_0]`, each `(batch, units)`."""
+    if initial_state is None:
+        return
+    expected = (batch, units)
+    states = initial_state
+    if not isinstance(states, (list, tuple)) or len(states) != 2:
+        if isinstance(states, (list, tuple)):
+            got = f"{len(states)} arrays"
+        else:
+            got = f"a {type(states).__name__}"
+        raise ValueError(
+            f"Layer '{layer_name}': initial_state must be a list [STM_0, LTM_0] "
+            f"of two arrays, each (batch, units) = {expected}, got {got}"
+        )
+    for name, state in zip(("STM_0", "LTM_0"), states):
+        shape = _static_shape(state)
+        if not _matches(shape, expected):
+            raise ValueError(
+                f"Layer '{layer_name}': initial_state {name} must have shape "
+                f"(batch, units) = {expected}, got shape {shape}"
+            )

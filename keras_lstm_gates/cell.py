@@ -353,10 +353,19 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
             weights: A dict with the keys and shapes `gate_weights()` returns.
 
         Raises:
-            ValueError: if a key is missing or an array has the wrong shape.
+            ValueError: if a key is missing or unknown (a bias of a cell
+                without biases, `W_u` of a classic cell), or an array has
+                the wrong shape.
         """
         self._check_built("set_gate_weights")
         expected = self.gate_weights()
+        unknown = sorted(set(weights) - set(expected))
+        if unknown:
+            raise ValueError(
+                f"set_gate_weights: unknown keys {unknown} for this cell "
+                f"(use_gate={self.use_gate!r}, use_bias={self.use_bias}); "
+                f"expected the keys {sorted(expected)}"
+            )
         arrays = {}
         for key, current in expected.items():
             if key not in weights:

@@ -232,6 +232,15 @@ class FourGateLSTM(keras.layers.RNN):
         _checks.check_sequence_shape(
             self.name, sequences.shape, self.cell.kernel.shape[0]
         )
+        _checks.check_mask(
+            self.name, mask[0] if tree.is_nested(mask) else mask, sequences.shape
+        )
+        _checks.check_initial_state(
+            self.name, initial_state, sequences.shape[0], self.units
+        )
+        if not keras.backend.is_float_dtype(sequences.dtype):
+            # Integer events, as `keras.layers.LSTM` takes them.
+            sequences = ops.cast(sequences, self.compute_dtype)
         return super().call(
             sequences, initial_state=initial_state, mask=mask, training=training
         )

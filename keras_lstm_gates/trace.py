@@ -63,7 +63,9 @@ def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) 
     cell = _four_gate_cell(layer)
     inputs = ops.convert_to_tensor(inputs, dtype=cell.variable_dtype)
     _checks.check_sequence_shape(layer.name, inputs.shape, cell.kernel.shape[0])
+    _checks.check_mask(layer.name, mask, inputs.shape)
     batch_size = inputs.shape[0]
+    _checks.check_initial_state(layer.name, initial_state, batch_size, cell.units)
     if initial_state is None:
         if getattr(layer, "stateful", False) and layer.states is not None:
             initial_state = [ops.convert_to_tensor(s) for s in layer.states]

@@ -166,6 +166,22 @@ def test_set_gate_weights_names_key_and_both_shapes():
         cell.set_gate_weights(weights)
 
 
+@pytest.mark.parametrize(
+    "use_gate, use_bias, extra",
+    [("projected", False, "b_f"), ("classic", True, "W_u")],
+)
+def test_set_gate_weights_names_unknown_keys(use_gate, use_bias, extra):
+    # A bias given to a cell without biases, or `W_u` to a classic cell,
+    # would otherwise be dropped without a word.
+    cell = _built_cell(4, 3, use_gate=use_gate, use_bias=use_bias)
+    before = cell.gate_weights()
+    weights = {**before, extra: np.full((4, 4) if extra == "W_u" else 4, 3.0)}
+    with pytest.raises(ValueError, match=rf"unknown keys \['{extra}'\]"):
+        cell.set_gate_weights(weights)
+    for key, value in cell.gate_weights().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
 def test_gate_weights_needs_a_built_cell():
     with pytest.raises(ValueError, match="needs a built cell"):
         FourGateLSTMCell(4).gate_weights()

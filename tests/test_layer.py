@@ -396,3 +396,70 @@ def test_wrong_feature_size_in_rnn_of_cell_is_a_clear_error():
     layer(np.zeros((2, 5, 3), "float32"))
     with pytest.raises(ValueError, match=r"inputs must have 3 features"):
         layer(np.zeros((2, 5, 8), "float32"))
+
+
+@pytest.mark.parametrize(
+    "mask_shape",
+    [(5,), (2, 4), (3, 5), (2, 5, 3)],
+    ids=["rank-1", "short", "wrong-batch", "rank-3"],
+)
+def test_wrong_mask_shape_is_a_clear_error(mask_shape):
+    layer = FourGateLSTM(4, return_sequences=True)
+    x = np.zeros((2, 5, 3), "float32")
+    layer(x)
+    with pytest.raises(
+        ValueError,
+        match=r"mask must have shape \(batch, time\) = \(2, 5\) for inputs of "
+        rf"shape \(2, 5, 3\), got shape \({mask_shape[0]},",
+    ):
+        layer(x, mask=np.ones(mask_shape, bool))
+
+
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        (
+            [(2, 4)],
+            r"\[STM_0, LTM_0\] of two arrays, each \(batch, units\) = "
+            r"\(2, 4\), got 1 arrays",
+        ),
+        (
+            [(2, 5), (2, 5)],
+            r"STM_0 must have shape \(batch, units\) = \(2, 4\), "
+            r"got shape \(2, 5\)",
+        ),
+        ([(2, 4), (2, 1)], r"LTM_0 must have shape .* got shape \(2, 1\)"),
+        ([(1, 4), (1, 4)], r"STM_0 must have shape .* got shape \(1, 4\)"),
+        ([(4,), (4,)], r"STM_0 must have shape .* got shape \(4,\)"),
+    ],
+)
+def test_wrong_initial_state_is_a_clear_error(shapes, message):
+    layer = FourGateLSTM(4)
+    x = np.zeros((2, 5, 3), "float32")
+    with pytest.raises(ValueError, match=message):
+        layer(x, initial_state=[np.zeros(s, "float32") for s in shapes])
+
+
+def test_initial_state_with_unknown_batch_in_a_functional_model():
+    inputs = keras.Input((5, 3))
+    states = [keras.Input((4,)), keras.Input((4,))]
+    outputs = FourGateLSTM(4)(inputs, initial_state=states)
+    model = keras.Model([inputs, *states], outputs)
+    x = _inputs((2, 5, 3))
+    zeros = np.zeros((2, 4), "float32")
+    np.testing.assert_allclose(
+        model.predict([x, zeros, zeros], verbose=0),
+        keras.ops.convert_to_numpy(model.layers[-1](x)),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("use_gate", USE_GATES)
+def test_integer_inputs_run_as_floats(use_gate):
+    # `keras.layers.LSTM` takes integer events; the fused loop must too.
+    layer = FourGateLSTM(4, use_gate=use_gate, return_sequences=True)
+    events = np.random.default_rng(0).integers(0, 5, (2, 5, 3))
+    expected = keras.ops.convert_to_numpy(layer(events.astype("float32")))
+    got = layer(events)
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, atol=1e-6)

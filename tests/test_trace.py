@@ -82,3 +82,16 @@ def test_trace_with_wrong_feature_size_is_a_clear_error():
     layer(np.zeros((1, 3, 2), "float32"))
     with pytest.raises(ValueError, match="inputs must have 2 features"):
         trace_gates(layer, np.zeros((1, 3, 5), "float32"))
+
+
+def test_trace_with_wrong_mask_or_initial_state_is_a_clear_error():
+    layer = FourGateLSTM(4)
+    x = np.zeros((3, 6, 2), "float32")
+    layer(x)
+    with pytest.raises(ValueError, match=r"mask must have shape \(batch, time\)"):
+        trace_gates(layer, x, mask=np.ones((3, 5), bool))
+    zeros = np.zeros((3, 4), "float32")
+    with pytest.raises(ValueError, match=r"LTM_0 must have shape .* = \(3, 4\)"):
+        trace_gates(layer, x, initial_state=[zeros, np.zeros((3, 1), "float32")])
+    with pytest.raises(ValueError, match=r"\[STM_0, LTM_0\] of two arrays"):
+        trace_gates(layer, x, initial_state=[zeros])
