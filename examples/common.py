@@ -104,13 +104,15 @@ def exit_with_error(parser, error):
     parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
-def prepare_output_dir(path, overwrite):
-    """Creates the output folder, refusing to reuse a previous run's folder.
+def check_output_dir(path, overwrite):
+    """Refuses an output folder that is a file or holds a previous run.
+
+    Creates nothing, so an example calls it before it loads its data and
+    creates the folder (`prepare_output_dir`) only once the data are checked.
 
     Args:
         path: The folder given as `--output-dir`.
-        overwrite: Whether `--overwrite` was given. Only the files the
-            example writes are replaced; other files in the folder are kept.
+        overwrite: Whether `--overwrite` was given.
 
     Returns:
         The folder, as a `Path`.
@@ -123,6 +125,21 @@ def prepare_output_dir(path, overwrite):
             f"--output-dir {path} already holds files of a previous run; "
             "pass --overwrite to replace them, or choose another --output-dir"
         )
+    return path
+
+
+def prepare_output_dir(path, overwrite):
+    """Creates the output folder, refusing to reuse a previous run's folder.
+
+    Args:
+        path: The folder given as `--output-dir`.
+        overwrite: Whether `--overwrite` was given. Only the files the
+            example writes are replaced; other files in the folder are kept.
+
+    Returns:
+        The folder, as a `Path`.
+    """
+    path = check_output_dir(path, overwrite)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -148,6 +148,15 @@ def load_csv(path, time_column, target_column, feature_columns=None):
         raise ValueError(
             f"--time-column {time_column!r} does not hold time stamps: {error}"
         ) from None
+    # Row 1 of the file is the header, so the first reading is on row 2.
+    blank = np.flatnonzero(frame[time_column].isna()) + 2
+    if len(blank):
+        raise ValueError(
+            f"--time-column {time_column!r} is blank or not a time stamp on "
+            f"{len(blank)} rows of {path}: rows {', '.join(map(str, blank[:5]))}"
+            f"{', ...' if len(blank) > 5 else ''} (row 1 is the header); fill "
+            "or drop them first"
+        )
     missing = frame[feature_columns].isna().sum()
     if missing.any():
         raise ValueError(

@@ -99,13 +99,15 @@ def main(argv=None):
     parser, args = parse_args(argv)
     common.quick_settings(args)
     try:
-        args.output_dir = common.prepare_output_dir(args.output_dir, args.overwrite)
+        common.check_output_dir(args.output_dir, args.overwrite)
         splits = load_dataset(args)
+        if args.quick:
+            splits = text_pipeline.quick_subsample(splits, args.seed)
+        vectorizer = text_pipeline.fit_vectorizer(args, splits)
+        args.output_dir = common.prepare_output_dir(args.output_dir, args.overwrite)
     except common.INPUT_ERRORS as error:
         common.exit_with_error(parser, error)
-    if args.quick:
-        splits = text_pipeline.quick_subsample(splits, args.seed)
-    return text_pipeline.run(args, splits, "news topic")
+    return text_pipeline.run(args, splits, vectorizer, "news topic")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from keras_lstm_gates import trace_gates
 
 # Token ids: 0 pads (and is masked), 1 is a token not in the vocabulary.
 PAD, OOV = "[PAD]", "[UNK]"
+# The rows each class of a `--csv` needs, so that its 70/10/20 split puts at
+# least one in every part (10 % of 6 rows rounds to 1, of 5 rows to 0).
+MIN_ROWS_PER_CLASS = 6
 
 
 def read_labelled_csv(path, text_column="text", label_column="label"):
@@ -162,6 +165,12 @@ class TextVectorizer:
         vocabulary = [
             t for t, n in counts.most_common(max_tokens - 2) if n >= min_count
         ]
+        if not vocabulary:
+            raise ValueError(
+                f"--text-column: the {len(texts)} training texts hold no word "
+                f"seen at least {min_count} times, so there is no vocabulary; "
+                "are the texts empty, or is it the wrong column?"
+            )
         if sequence_length is None:
             sequence_length = int(np.clip(np.percentile(lengths, 95), 8, 256))
         return cls(vocabulary, sequence_length)
@@ -290,14 +299,23 @@ def export_string_saved_model(model, vectorizer, path):
     return Path(path)
 
 
-def run(args, splits, title, *, max_tokens=20000):
+def fit_vectorizer(args, splits, max_tokens=20000):
+    """The `TextVectorizer` of the training split, with `--max-length`.
+
+    The vocabulary and the sequence length come from the training split only;
+    `max_tokens` is the largest vocabulary, `[PAD]`/`[UNK]` included.
+    """
+    return TextVectorizer.adapt(splits["train"][0], max_tokens, args.max_length)
+
+
+def run(args, splits, vectorizer, title):
     """Trains, evaluates and exports a text classifier; returns its metrics.
 
     Args:
         args: The parsed command line of the example.
         splits: Dict `train`, `val`, `test` of `(texts, label_ids)`.
+        vectorizer: The `TextVectorizer` of the training split.
         title: What the table of results is about.
-        max_tokens: The largest vocabulary, `[PAD]`/`[UNK]` included.
 
     Returns:
         The dict written to `metrics.json`.
@@ -306,8 +324,6 @@ def run(args, splits, title, *, max_tokens=20000):
     output_dir = args.output_dir
     keras.utils.set_random_seed(args.seed)
 
-    # The vocabulary and the sequence length come from the training split only.
-    vectorizer = TextVectorizer.adapt(splits["train"][0], max_tokens, args.max_length)
     ids = {name: vectorizer.transform(texts) for name, (texts, _) in splits.items()}
     labels = {name: y for name, (_, y) in splits.items()}
     print(
@@ -358,7 +374,8 @@ def run(args, splits, title, *, max_tokens=20000):
 
     common.plot_history(histories, output_dir / "training_curves.png")
     common.plot_confusion_matrix(matrix, classes, output_dir / "confusion_matrix.png")
-    example = ids["test"][:1]
+    # The first test text that holds a token (an empty text has no gates).
+    example = ids["test"][[np.argmax((ids["test"] != 0).any(axis=1))]]
     length = int(np.sum(example != 0))
     trace = trace_gates(
         model.get_layer(index=1),
@@ -454,6 +471,16 @@ def split_csv(args, *, exactly=None):
     """Reads `--csv` and splits it 70/10/20, stratified and seeded."""
     texts, labels = read_labelled_csv(args.csv, args.text_column, args.label_column)
     ids, args.classes = encode_labels(labels, exactly=exactly)
+    rows = np.bincount(ids)
+    if rows.min() < MIN_ROWS_PER_CLASS:
+        short = {
+            c: int(n) for c, n in zip(args.classes, rows) if n < MIN_ROWS_PER_CLASS
+        }
+        raise ValueError(
+            f"--csv {args.csv}: too few rows per class for the 70/10/20 "
+            f"training/validation/test split: each class needs at least "
+            f"{MIN_ROWS_PER_CLASS}, got {dict(list(short.items())[:10])}"
+        )
     parts = stratified_split(ids, (0.1, 0.2), args.seed)
     return {
         name: (texts[part], ids[part])

@@ -37,16 +37,22 @@ import text_pipeline  # noqa: E402
 
 
 def run_bad(main, argv, capsys):
-    """Runs an example expected to refuse its input; returns stderr."""
+    """Runs an example expected to refuse its input; returns stderr.
+
+    A refused run creates no `--output-dir`.
+    """
+    output_dir = Path(argv[argv.index("--output-dir") + 1])
+    existed = output_dir.exists()
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
-    assert exit_info.value.code != 0
+    assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1, error
+    assert output_dir.exists() == existed
     return error
 
 
-# Bad input: one line, non-zero exit, before any training.
+# Bad input: one line, exit status 2, before any training or output folder.
 
 
 @pytest.fixture
@@ -99,6 +105,18 @@ def test_temperature_non_numeric_target_is_one_line_error(
     assert "'station'" in error and "numeric" in error
 
 
+def test_temperature_blank_time_stamps_are_one_line_error(
+    weather_csv, tmp_path, capsys
+):
+    frame = pd.read_csv(weather_csv)
+    frame.loc[[50, 120, 200], "time"] = None
+    frame.to_csv(weather_csv, index=False)
+    error = run_bad(temperature.main, csv_args(weather_csv, tmp_path), capsys)
+    # Row 1 of the file is the header.
+    assert "--time-column 'time'" in error and "3 rows" in error
+    assert "52, 122, 202" in error
+
+
 def test_temperature_too_few_rows_for_the_window(weather_csv, tmp_path, capsys):
     error = run_bad(
         temperature.main, csv_args(weather_csv, tmp_path, "--window", "200"), capsys
@@ -125,10 +143,10 @@ def test_previous_run_is_not_overwritten(main, tmp_path, capsys):
 
 @pytest.fixture
 def text_csv(tmp_path):
-    def write(labels, columns=("text", "label")):
-        frame = pd.DataFrame(
-            {columns[0]: [f"review number {k}" for k in range(len(labels))]}
-        )
+    def write(labels, columns=("text", "label"), texts=None):
+        if texts is None:
+            texts = [f"review number {k}" for k in range(len(labels))]
+        frame = pd.DataFrame({columns[0]: texts})
         frame[columns[1]] = labels
         path = tmp_path / "texts.csv"
         frame.to_csv(path, index=False)
@@ -161,6 +179,27 @@ def test_sentiment_needs_exactly_two_classes(text_csv, tmp_path, capsys):
     path = text_csv(["a", "b", "c"] * 5)
     argv = ["--csv", str(path), "--output-dir", str(tmp_path / "o")]
     assert "exactly 2 classes" in run_bad(sentiment.main, argv, capsys)
+
+
+@pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
+def test_text_too_few_rows_per_class_is_one_line_error(
+    main, text_csv, tmp_path, capsys
+):
+    # 5 rows of "b": its 10 % rounds to 0, so validation would lack it.
+    path = text_csv(["a"] * 6 + ["b"] * 5)
+    argv = ["--csv", str(path), "--quick", "--output-dir", str(tmp_path / "o")]
+    error = run_bad(main, argv, capsys)
+    assert "too few rows per class" in error and "at least 6" in error
+    assert "{'b': 5}" in error
+
+
+@pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
+def test_text_without_words_is_one_line_error(main, text_csv, tmp_path, capsys):
+    # Empty texts and punctuation seen once each: no token to learn.
+    path = text_csv(["a", "b"] * 10, texts=[""] * 10 + list("!?.,;:-+*/"))
+    argv = ["--csv", str(path), "--quick", "--output-dir", str(tmp_path / "o")]
+    error = run_bad(main, argv, capsys)
+    assert "--text-column" in error and "no word" in error
 
 
 def fake_multiworker(task_type, task_id, cluster):
@@ -439,6 +478,16 @@ def test_text_classification_quick_run_reports_every_class(tmp_path):
     assert metrics["majority_baseline_accuracy"] == pytest.approx(0.25, abs=0.02)
     for name in ("model.keras", "model.tflite", "confusion_matrix.png", "gates.png"):
         assert (out / name).is_file(), name
+
+
+def test_text_gates_plot_skips_empty_test_texts(text_csv, tmp_path):
+    # Every "pos" text is empty; with the default seed the first test text is.
+    path = text_csv(["pos", "neg"] * 10, texts=["", "a film", "", "the film"] * 5)
+    out = tmp_path / "run"
+    sentiment.main(
+        ["--quick", "--units", "4", "--csv", str(path), "--output-dir", str(out)]
+    )
+    assert (out / "gates.png").stat().st_size > 1000
 
 
 def free_ports(count):
