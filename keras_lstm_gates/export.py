@@ -19,7 +19,6 @@ import keras
 import numpy as np
 
 from keras_lstm_gates._streaming import StepFunction
-from keras_lstm_gates._streaming import is_four_gate_layer as _is_four_gate_layer
 from keras_lstm_gates.tflite import SERVING
 from keras_lstm_gates.tflite import STEP
 from keras_lstm_gates.tflite import TFLiteModel
@@ -143,7 +142,9 @@ def export_tflite(
     The file runs on a stock LiteRT / TFLite runtime: it has no Flex
     (Select-TF) ops, and the export fails with a clear error if the model
     cannot be converted without them. The recurrent loop becomes a TFLite
-    `WHILE` loop at the fixed `batch_size`.
+    `WHILE` loop at the fixed `batch_size`. A mixed-precision model is
+    exported in float32 (TFLite has no bfloat16 ops; its weights are float32
+    already).
 
     Signatures:
 
@@ -229,10 +230,13 @@ def export_tflite(
             model, representative_data, batch_size
         )
     converted = model
-    if quantize == "int8":
+    if quantize == "int8" or _mixed_precision(model):
         # TFLite's calibrator crashes the process on a WHILE loop (TF 2.21),
-        # so an int8 export converts a copy of the model with unrolled loops.
-        converted = _unrolled_copy(model)
+        # so an int8 export converts a copy with unrolled loops; a mixed
+        # precision model is exported in float32.
+        converted = _export_copy(
+            model, float32=_mixed_precision(model), unroll=quantize == "int8"
+        )
     step = StepFunction(converted) if streaming else None
     path = _check_target("export_tflite", path, overwrite, directory=False)
 
@@ -429,9 +433,19 @@ def _all_layers(layer):
         yield from _all_layers(sublayer)
 
 
-def _unrolled_copy(model):
-    """A copy of `model` whose four-gate layers unroll their loop."""
-    if model.inputs[0].shape[1] is None:
+def _export_copy(model, *, float32=False, unroll=False):
+    """A copy of `model`, with its weights, changed as TFLite needs it.
+
+    Args:
+        float32: Every layer computes in float32 instead of under a mixed
+            precision policy: TFLite has no bfloat16 ops (a converter error
+            asking for Select-TF ops), and the weights of a mixed-precision
+            model are float32 already.
+        unroll: Every recurrent layer, nested ones included (inside
+            `Bidirectional` or an inner model), unrolls its loop: TFLite's
+            calibrator crashes the process on a `WHILE` loop (TF 2.21).
+    """
+    if unroll and model.inputs[0].shape[1] is None:
         raise ValueError(
             'export_tflite: quantize="int8" needs a fixed number of time steps '
             "(the recurrent loop is unrolled for calibration), but the "
@@ -439,15 +453,33 @@ def _unrolled_copy(model):
             "a fixed time length"
         )
 
+    def rewrite(node):
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        if not isinstance(node, dict):
+            return node
+        if float32 and node.get("class_name") == "DTypePolicy":
+            if str(node["config"].get("name", "")).startswith("mixed_"):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+        node = {key: rewrite(value) for key, value in node.items()}
+        if unroll and isinstance(node.get("unroll"), bool):  # a recurrent layer
+            node["unroll"] = True
+        return node
+
     def clone(layer):
-        config = layer.get_config()
-        if _is_four_gate_layer(layer):
-            config["unroll"] = True
-        return layer.__class__.from_config(config)
+        return layer.__class__.from_config(rewrite(layer.get_config()))
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _mixed_precision(model):
+    """Whether a layer of `model` computes in 16 bits under a mixed policy."""
+    return any(
+        getattr(layer.dtype_policy, "name", "").startswith("mixed_")
+        for layer in _all_layers(model)
+    )
 
 
 def _input_spec(model, batch_size, step=False):
@@ -522,7 +554,10 @@ def _convert(saved_model_dir, model, batch_size, quantize, representative_data, 
             return converter.convert()
     except Exception as error:  # the converter raises several error types
         message = str(error)
-        if "Flex" in message or "Select TF" in message or "SELECT_TF_OPS" in message:
+        if any(
+            name in message
+            for name in ("Flex", "Select TF", "TF Select", "SELECT_TF_OPS")
+        ):
             reason = (
                 "the model needs TensorFlow ops that have no TFLite builtin "
                 "(it would need the Flex delegate, which stock mobile runtimes "

@@ -464,6 +464,66 @@ def test_quantized_export_runs_within_tolerance(
     assert not [op for op in report.ops if op.startswith("Flex")]
 
 
+@pytest.mark.parametrize("wrapper", ["bidirectional", "inner_model", "keras_lstm"])
+def test_int8_export_unrolls_nested_recurrent_layers(tmp_path, wrapper):
+    # The calibrator crashes the process on a WHILE loop: every recurrent
+    # layer is unrolled, also inside Bidirectional or an inner model (those
+    # were missed and killed the process).
+    inputs = keras.Input((TIME, FEATURES))
+    if wrapper == "bidirectional":
+        outputs = keras.layers.Bidirectional(FourGateLSTM(4))(inputs)
+    elif wrapper == "inner_model":
+        inner = keras.Sequential([keras.Input((TIME, FEATURES)), FourGateLSTM(4)])
+        outputs = inner(inputs)
+    else:
+        outputs = keras.layers.LSTM(4)(inputs)
+    model = _randomize(keras.Model(inputs, keras.layers.Dense(1)(outputs)))
+    data = _sequences(batch=32, seed=22)
+    report = export_tflite(
+        model, tmp_path / "m.tflite", quantize="int8", representative_data=data
+    )
+    assert "WHILE" not in report.ops
+    x = _sequences(batch=1, seed=23)
+    expected = _keras(model, x)
+    tolerance = QUANTIZED_TOLERANCE["int8"] * max(1.0, np.max(np.abs(expected)))
+    assert np.max(np.abs(TFLiteModel(tmp_path / "m.tflite")(x) - expected)) <= tolerance
+    # The user's model is left as it was.
+    assert not any(getattr(layer, "unroll", False) for layer in _layers(model))
+
+
+def _layers(model):
+    return list(export_module._all_layers(model))
+
+
+def test_mixed_bfloat16_model_exports_in_float32(tmp_path):
+    # TFLite has no bfloat16 ops; the weights of a mixed-precision model are
+    # float32 already, so the file computes in float32.
+    keras.utils.set_random_seed(5)
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = keras.Sequential(
+            [
+                keras.Input((TIME, FEATURES)),
+                FourGateLSTM(6, return_sequences=True),
+                FourGateLSTM(4, use_gate="classic"),
+                keras.layers.Dense(2, dtype="float32"),
+            ]
+        )
+    finally:
+        keras.config.set_dtype_policy(policy)
+    twin = export_module._export_copy(model, float32=True)
+    assert {layer.compute_dtype for layer in _layers(twin)} == {"float32"}
+    report = export_tflite(model, tmp_path / "m.tflite", streaming=True)
+    x = _sequences(batch=1, seed=24)
+    tflite = TFLiteModel(tmp_path / "m.tflite")
+    np.testing.assert_allclose(tflite(x), _keras(twin, x), atol=FLOAT_TOLERANCE)
+    np.testing.assert_allclose(_stream(tflite, x)[-1], _keras(twin, x), atol=1e-5)
+    # Against the bfloat16 model itself: its rounding, reported as measured.
+    assert 0 < report.max_abs_diff < 5e-2
+    assert model.layers[0].compute_dtype == "bfloat16"
+
+
 def test_batch_above_one_exports_the_batch_major_loop(
     quantization_model, tmp_path, inference_loops
 ):
