@@ -27,15 +27,16 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_lstm_gates import FourGateLSTM  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SOLVED_MSE = 0.01
+MODELS = (
+    "FourGateLSTM classic",
+    "FourGateLSTM projected",
+    "keras LSTM",
+    "keras SimpleRNN",
+)
 
 # ---------------------------------------------------------------------------
 # Setup
@@ -59,14 +60,39 @@ def parse_args(argv=None):
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    args.lengths = [int(t) for t in args.lengths.split(",")]
+    text, args.lengths = args.lengths, []
+    try:
+        args.lengths = [int(t) for t in text.split(",")]
+    except ValueError:
+        pass
+    if not args.lengths or min(args.lengths) < 2:
+        parser.error(
+            "--lengths: expected integers of at least 2 (a step for each "
+            f"marker) separated by ',', e.g. '100,200'; got {text!r}"
+        )
     args.models = args.models.split(",")
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:
         parser.error(f"--models: unknown {unknown}, expected some of {list(MODELS)}")
     for name in ("units", "batch_size", "steps", "eval_every"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be a positive int, got {getattr(args, name)}")
+            option = "--" + name.replace("_", "-")
+            parser.error(f"{option} must be a positive int, got {getattr(args, name)}")
+    if not 0 < args.learning_rate < float("inf"):
+        parser.error(
+            f"--learning-rate must be a positive number, got {args.learning_rate}"
+        )
+    # Checked last: Keras (and TensorFlow) load only for a valid command line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    try:  # made and run once, on the shape of W_u
+        keras.initializers.get(args.use_gate_initializer)((args.units, args.units))
+    except (ValueError, NotImplementedError):
+        parser.error(
+            "--use-gate-initializer: expected a Keras initializer name such as "
+            f"'glorot_uniform' or 'orthogonal', got {args.use_gate_initializer!r}"
+        )
     return args
 
 
@@ -93,26 +119,34 @@ def adding_batch(rng, batch_size, length):
 # Build the models: the same size, optimizer and budget for each.
 # ---------------------------------------------------------------------------
 
-MODELS = {
-    "FourGateLSTM classic": lambda u: FourGateLSTM(u, use_gate="classic"),
-    "FourGateLSTM projected": lambda u, init="glorot_uniform": FourGateLSTM(
-        u, use_gate="projected", use_gate_initializer=init
-    ),
-    "keras LSTM": lambda u: keras.layers.LSTM(u),
-    "keras SimpleRNN": lambda u: keras.layers.SimpleRNN(u),
-}
+
+def recurrent_layer(name, args):
+    """The recurrent layer of one of `MODELS`, `args.units` wide."""
+    import keras
+
+    from keras_lstm_gates import FourGateLSTM
+
+    if name == "FourGateLSTM classic":
+        return FourGateLSTM(args.units, use_gate="classic")
+    if name == "FourGateLSTM projected":
+        return FourGateLSTM(
+            args.units,
+            use_gate="projected",
+            use_gate_initializer=args.use_gate_initializer,
+        )
+    if name == "keras LSTM":
+        return keras.layers.LSTM(args.units)
+    return keras.layers.SimpleRNN(args.units)
 
 
 def build_model(name, length, args):
+    import keras
+
     keras.utils.set_random_seed(args.seed)
-    if name == "FourGateLSTM projected":
-        layer = MODELS[name](args.units, args.use_gate_initializer)
-    else:
-        layer = MODELS[name](args.units)
     model = keras.Sequential(
         [
             keras.Input((length, 2)),
-            layer,
+            recurrent_layer(name, args),
             keras.layers.Dense(1),
         ]
     )
@@ -135,7 +169,9 @@ def train(name, length, args):
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
         model.train_on_batch(*adding_batch(rng, args.batch_size, length))
-        if step % args.eval_every == 0:
+        # Every `eval_every` steps, and at the end of a budget that is not
+        # a multiple of it.
+        if step % args.eval_every == 0 or step == args.steps:
             mse = float(model.evaluate(x_test, y_test, batch_size=500, verbose=0))
             curve.append((step, mse))
             if mse < SOLVED_MSE:

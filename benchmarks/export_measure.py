@@ -4,21 +4,17 @@ Run from the repository root: python benchmarks/export_measure.py
 (The numbers in the README's "Deploy" section come from it.)
 """
 
+import argparse
 import os
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_lstm_gates import FourGateLSTM  # noqa: E402
-from keras_lstm_gates import TFLiteModel  # noqa: E402
-from keras_lstm_gates import export_tflite  # noqa: E402
-
 
 def text_model():
+    import keras
+
+    from keras_lstm_gates import FourGateLSTM
+
     return keras.Sequential(
         [
             keras.Input((64,), dtype="int32"),
@@ -31,6 +27,10 @@ def text_model():
 
 
 def series_model():
+    import keras
+
+    from keras_lstm_gates import FourGateLSTM
+
     return keras.Sequential(
         [keras.Input((48, 5)), FourGateLSTM(32), keras.layers.Dense(1)],
         name="temperature",
@@ -61,9 +61,23 @@ def latency_ms(fn, repeats=200, rounds=5):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryDirectory() as directory:
+        measure(directory)
+
+
+def measure(directory):
+    """Exports each model four ways into `directory` and prints the numbers."""
+    import keras
+    import numpy as np
+
+    from keras_lstm_gates import TFLiteModel
+    from keras_lstm_gates import export_tflite
+
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    directory = tempfile.mkdtemp()
     for model in (text_model(), series_model()):
         x = samples(model, 1, rng)
         test = samples(model, 256, rng)

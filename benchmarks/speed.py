@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("peak", "train", "infer", "bf16", "length", "memory", "tflite")
+TENSORFLOW_ONLY = ("tflite",)
 SHAPES = ((64, 100, 16, 128), (32, 200, 64, 256), (1, 100, 16, 64), (64, 100, 16, 8))
 QUICK_SHAPES = ((64, 100, 16, 128),)
 LENGTHS = (50, 100, 200, 400, 800)
@@ -48,7 +49,11 @@ def parse_args(argv=None):
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None)
     parser.add_argument("--quick", action="store_true", help="few runs, one shape")
     parser.add_argument("--runs", type=int, default=None, help="timed runs (15)")
-    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument(
+        "--sections",
+        default=None,
+        help=f"some of {','.join(SECTIONS)} (default: all the backend runs)",
+    )
     parser.add_argument(
         "--jit",
         choices=("off", "on", "both"),
@@ -83,10 +88,32 @@ def parse_args(argv=None):
                 "--shapes: expected positive batch,time,features,units "
                 "separated by ';', e.g. '64,100,16,128;32,200,64,256'"
             )
-    args.sections = [s for s in args.sections.split(",") if s]
-    unknown = sorted(set(args.sections) - set(SECTIONS))
-    if unknown:
-        parser.error(f"--sections: unknown {unknown}, expected some of {SECTIONS}")
+    backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    runnable = [
+        s for s in SECTIONS if backend == "tensorflow" or s not in TENSORFLOW_ONLY
+    ]
+    if args.sections is None:
+        args.sections = runnable
+    else:
+        args.sections = [s for s in args.sections.split(",") if s]
+        unknown = sorted(set(args.sections) - set(SECTIONS))
+        if unknown:
+            parser.error(f"--sections: unknown {unknown}, expected some of {SECTIONS}")
+        if not args.sections:
+            parser.error("--sections: nothing to run")
+        skipped = [s for s in args.sections if s not in runnable]
+        args.sections = [s for s in args.sections if s in runnable]
+        if skipped and not args.sections:
+            parser.error(
+                f"--sections: {', '.join(skipped)} runs on TensorFlow only; "
+                f"nothing to run on {backend}"
+            )
+        if skipped:
+            print(
+                f"--sections: {', '.join(skipped)} runs on TensorFlow only; "
+                f"skipped on {backend}",
+                file=sys.stderr,
+            )
     if args.runs is None:
         args.runs = 5 if args.quick else 15
     if args.runs < 1:
@@ -696,8 +723,6 @@ def main():
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    if args.backend == "jax" and "tflite" in args.sections:
-        args.sections.remove("tflite")
     import keras
 
     results = {
