@@ -94,23 +94,49 @@ def check_mask(layer_name, mask, sequences_shape):
 
 def check_initial_state(layer_name, initial_state, batch, units):
     """Checks that `initial_state` is `[STM_0, LTM_0]`, each `(batch, units)`."""
-    if initial_state is None:
-        return
-    expected = (batch, units)
-    states = initial_state
+    if initial_state is not None:
+        _check_states(
+            f"Layer '{layer_name}'",
+            "initial_state",
+            ("STM_0", "LTM_0"),
+            initial_state,
+            (batch, units),
+        )
+
+
+def check_step(cell_name, inputs_shape, states, units):
+    """Checks one step's `inputs` `(batch, features)` and `states`
+    `[STM_{t-1}, LTM_{t-1}]`, each `(batch, units)`, of a cell."""
+    inputs_shape = tuple(inputs_shape)
+    if len(inputs_shape) != 2:
+        raise ValueError(
+            f"Cell '{cell_name}': inputs must be one step, (batch, features), "
+            f"got rank {len(inputs_shape)} with shape {inputs_shape}; run a "
+            "sequence through keras.layers.RNN(cell) or FourGateLSTM"
+        )
+    _check_states(
+        f"Cell '{cell_name}'",
+        "states",
+        ("STM_{t-1}", "LTM_{t-1}"),
+        states,
+        (inputs_shape[0], units),
+    )
+
+
+def _check_states(where, argument, names, states, expected):
     if not isinstance(states, (list, tuple)) or len(states) != 2:
         if isinstance(states, (list, tuple)):
             got = f"{len(states)} arrays"
         else:
             got = f"a {type(states).__name__}"
         raise ValueError(
-            f"Layer '{layer_name}': initial_state must be a list [STM_0, LTM_0] "
-            f"of two arrays, each (batch, units) = {expected}, got {got}"
+            f"{where}: {argument} must be a list [{', '.join(names)}] of two "
+            f"arrays, each (batch, units) = {expected}, got {got}"
         )
-    for name, state in zip(("STM_0", "LTM_0"), states):
+    for name, state in zip(names, states):
         shape = _static_shape(state)
         if not _matches(shape, expected):
             raise ValueError(
-                f"Layer '{layer_name}': initial_state {name} must have shape "
-                f"(batch, units) = {expected}, got shape {shape}"
+                f"{where}: {argument} {name} must have shape (batch, units) = "
+                f"{expected}, got shape {shape}"
             )

@@ -304,6 +304,7 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
                 f"Cell '{self.name}': inputs must have {features} features "
                 f"(the size it was built with), got shape {inputs.shape}"
             )
+        _checks.check_step(self.name, inputs.shape, states, self.units)
         stm_prev, ltm_prev = states
         if training and self.dropout > 0:
             inputs = inputs * self.get_dropout_mask(inputs)

@@ -182,6 +182,28 @@ def test_set_gate_weights_names_unknown_keys(use_gate, use_bias, extra):
         np.testing.assert_array_equal(value, before[key])
 
 
+@pytest.mark.parametrize(
+    "inputs_shape, state_shapes, message",
+    [
+        ((2, 7, 3), [(2, 4), (2, 4)], r"inputs must be one step, \(batch, features\)"),
+        ((2, 3), [(2, 4)], r"states must be a list \[STM_\{t-1\}, LTM_\{t-1\}\]"),
+        ((2, 3), [(2, 5), (2, 4)], r"STM_\{t-1\} must have shape .* = \(2, 4\)"),
+        # Broadcast without a word before: a silently wrong answer.
+        (
+            (2, 3),
+            [(2, 4), (2, 1)],
+            r"LTM_\{t-1\} must have shape .* got shape \(2, 1\)",
+        ),
+    ],
+    ids=["sequence", "one-state", "wide-stm", "narrow-ltm"],
+)
+def test_cell_call_checks_step_and_states(inputs_shape, state_shapes, message):
+    cell = _built_cell(4, 3)
+    states = [np.zeros(shape, "float32") for shape in state_shapes]
+    with pytest.raises(ValueError, match=message):
+        cell(np.zeros(inputs_shape, "float32"), states)
+
+
 def test_gate_weights_needs_a_built_cell():
     with pytest.raises(ValueError, match="needs a built cell"):
         FourGateLSTMCell(4).gate_weights()
