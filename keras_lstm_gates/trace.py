@@ -19,10 +19,16 @@ def _four_gate_cell(layer):
     if not isinstance(layer, keras.layers.RNN) or not isinstance(
         cell, FourGateLSTMCell
     ):
+        hint = ""
+        if isinstance(layer, keras.layers.Bidirectional):
+            hint = "; trace its halves, layer.forward_layer and layer.backward_layer"
+        elif isinstance(layer, keras.Model):
+            hint = "; pass one of its layers, e.g. model.get_layer(name)"
         raise TypeError(
             "trace_gates: layer must be a FourGateLSTM or a keras.layers.RNN "
             f"holding a FourGateLSTMCell, got {type(layer).__name__}"
             + (f" with cell {type(cell).__name__}" if cell is not None else "")
+            + hint
         )
     if not cell.built:
         raise ValueError(

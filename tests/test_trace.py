@@ -95,3 +95,15 @@ def test_trace_with_wrong_mask_or_initial_state_is_a_clear_error():
         trace_gates(layer, x, initial_state=[zeros, np.zeros((3, 1), "float32")])
     with pytest.raises(ValueError, match=r"\[STM_0, LTM_0\] of two arrays"):
         trace_gates(layer, x, initial_state=[zeros])
+
+
+def test_trace_of_bidirectional_points_to_its_halves():
+    layer = keras.layers.Bidirectional(FourGateLSTM(4, return_sequences=True))
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype("float32")
+    both = keras.ops.convert_to_numpy(layer(x))
+    with pytest.raises(TypeError, match="layer.forward_layer and layer.backward_layer"):
+        trace_gates(layer, x)
+    # The halves the message names give the wrapper's two outputs.
+    forward = trace_gates(layer.forward_layer, x)["STM"]
+    backward = trace_gates(layer.backward_layer, x)["STM"][:, ::-1]
+    np.testing.assert_allclose(np.concatenate([forward, backward], -1), both, atol=1e-6)
