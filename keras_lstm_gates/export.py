@@ -230,13 +230,12 @@ def export_tflite(
             model, representative_data, batch_size
         )
     converted = model
-    if quantize == "int8" or _mixed_precision(model):
+    mixed = _mixed_precision(model)
+    if quantize == "int8" or mixed:
         # TFLite's calibrator crashes the process on a WHILE loop (TF 2.21),
         # so an int8 export converts a copy with unrolled loops; a mixed
         # precision model is exported in float32.
-        converted = _export_copy(
-            model, float32=_mixed_precision(model), unroll=quantize == "int8"
-        )
+        converted = _export_copy(model, float32=mixed, unroll=quantize == "int8")
     step = StepFunction(converted) if streaming else None
     path = _check_target("export_tflite", path, overwrite, directory=False)
 
