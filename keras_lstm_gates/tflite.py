@@ -229,4 +229,17 @@ def _as_input(signature, name, value, detail):
             f"TFLiteModel: input '{name}' of signature '{signature}' must hold "
             f"integers ({dtype.name}), got {array.dtype.name}"
         )
+    if array.dtype.kind not in "biuf":  # bool, int, unsigned, float
+        raise TypeError(
+            f"TFLiteModel: input '{name}' of signature '{signature}' must hold "
+            f"real numbers ({dtype.name}), got {array.dtype.name}"
+        )
+    if np.issubdtype(dtype, np.integer) and array.size:
+        limits = np.iinfo(dtype)
+        if array.min() < limits.min or array.max() > limits.max:
+            raise ValueError(
+                f"TFLiteModel: input '{name}' of signature '{signature}' holds "
+                f"values outside {dtype.name} ([{array.min()}, {array.max()}]); "
+                "they would wrap around"
+            )
     return array.astype(dtype, copy=False)

@@ -75,6 +75,13 @@ def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) 
     if initial_state is None:
         if getattr(layer, "stateful", False) and layer.states is not None:
             initial_state = [ops.convert_to_tensor(s) for s in layer.states]
+            if initial_state[0].shape[0] != batch_size:
+                raise ValueError(
+                    f"trace_gates: layer '{layer.name}' is stateful with states "
+                    f"of batch size {initial_state[0].shape[0]}, got inputs of "
+                    f"batch size {batch_size}; trace a batch of that size, or "
+                    "pass initial_state"
+                )
         else:
             initial_state = [
                 ops.zeros((batch_size, cell.units), dtype=inputs.dtype)

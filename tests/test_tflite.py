@@ -163,3 +163,25 @@ def test_any_sequence_length_when_the_model_allows_it(tmp_path):
         x = np.random.default_rng(time).standard_normal((1, time, FEATURES))
         expected = keras.ops.convert_to_numpy(model(x.astype("float32")))
         np.testing.assert_allclose(tflite(x), expected, atol=1e-5)
+
+
+def test_complex_input_is_refused(files):
+    _, path, _ = files
+    with pytest.raises(TypeError, match="must hold real numbers .*complex128"):
+        TFLiteModel(path)(_x().astype("complex128"))
+
+
+def test_token_ids_outside_int32_are_refused(tmp_path):
+    # Cast to int32, id + 2**32 would wrap around to id: a silently wrong answer.
+    model = keras.Sequential(
+        [
+            keras.Input((TIME,), dtype="int32"),
+            keras.layers.Embedding(10, 3, mask_zero=True),
+            FourGateLSTM(UNITS),
+        ]
+    )
+    tflite = TFLiteModel(export_tflite(model, tmp_path / "t.tflite").path)
+    ids = np.random.default_rng(2).integers(1, 10, (1, TIME))
+    np.testing.assert_array_equal(tflite(ids.astype("int64")), tflite(ids))
+    with pytest.raises(ValueError, match=r"holds values outside int32 .*wrap around"):
+        tflite(ids + 2**32)

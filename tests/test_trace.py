@@ -107,3 +107,14 @@ def test_trace_of_bidirectional_points_to_its_halves():
     forward = trace_gates(layer.forward_layer, x)["STM"]
     backward = trace_gates(layer.backward_layer, x)["STM"][:, ::-1]
     np.testing.assert_allclose(np.concatenate([forward, backward], -1), both, atol=1e-6)
+
+
+def test_trace_of_stateful_layer_needs_its_batch_size():
+    layer = FourGateLSTM(5, stateful=True)
+    x = np.random.default_rng(2).random((3, 6, 4)).astype("float32")
+    layer(x)
+    # One sequence against three stored states was broadcast to three traces.
+    for batch in (1, 2):
+        with pytest.raises(ValueError, match="stateful with states of batch size 3"):
+            trace_gates(layer, x[:batch])
+    assert trace_gates(layer, x)["STM"].shape == (3, 6, 5)
