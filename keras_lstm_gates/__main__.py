@@ -94,7 +94,9 @@ def _load_model(path):
     import keras
 
     try:
-        model = keras.saving.load_model(path)
+        # Not compiled: an export needs no optimizer (and would warn that
+        # its state was not restored).
+        model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(

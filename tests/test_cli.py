@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -169,3 +170,19 @@ def test_bad_batch_size(model_file, tmp_path, capsys):
     args = ["export", path, "--tflite", str(tmp_path / "m.tflite"), "--batch-size", "0"]
     assert main(args) == 1
     assert "batch_size must be a positive int, got 0" in capsys.readouterr().err
+
+
+def test_compiled_model_exports_without_optimizer_warning(tmp_path, capsys):
+    # A compiled model carries its optimizer (the examples save one compiled
+    # but not trained); the export has no use for it, and loading it
+    # compiled warned that the optimizer's variables were skipped.
+    model = keras.Sequential(
+        [keras.Input((6, 2)), FourGateLSTM(3), keras.layers.Dense(1)]
+    )
+    model.compile("adam", "mse")
+    path = tmp_path / "trained.keras"
+    model.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["export", str(path), "--tflite", str(tmp_path / "m.tflite")]) == 0
+    assert "wrote" in capsys.readouterr().out
