@@ -17,3 +17,44 @@ def test_quick_start_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md#quick-start", "exec"), namespace)
     assert (tmp_path / "model.keras").exists()
     assert namespace["gates"]["STM"].shape == (1, 30, 32)
+
+
+def _python_blocks(readme):
+    return re.findall(r"```python\n(.*?)```", readme, re.S)
+
+
+def _readme():
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_deploy_snippets_run(tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    from keras_lstm_gates import FourGateLSTM
+    from keras_lstm_gates import export_tflite
+
+    blocks = _python_blocks(_readme())
+    (converter,) = [b for b in blocks if "with tflite_tracing():" in b]
+    (streaming,) = [b for b in blocks if 'TFLiteModel("temperature.tflite")' in b]
+    monkeypatch.chdir(tmp_path)
+    # Your own converter, on the quick start's model (batch size unknown).
+    model = keras.Sequential(
+        [keras.Input((30, 4)), FourGateLSTM(32), keras.layers.Dense(1)]
+    )
+    namespace = {"model": model}
+    exec(compile(converter, "README.md#from-python", "exec"), namespace)
+    assert namespace["tflite_bytes"][4:8] == b"TFL3"
+    # Streaming, on a model shaped as the temperature example's export.
+    model = keras.Sequential(
+        [
+            keras.Input((48, 7)),
+            FourGateLSTM(64, name="four_gate_lstm"),
+            keras.layers.Dense(1),
+        ]
+    )
+    export_tflite(model, "temperature.tflite", streaming=True)
+    namespace = {}
+    exec(compile(streaming, "README.md#streaming", "exec"), namespace)
+    assert np.shape(namespace["forecast"]) == (1, 1)
