@@ -123,8 +123,16 @@ class TFLiteModel:
 
         Returns:
             The model's output, a NumPy array.
+
+        A file of one input and one output whose names are not `inputs` and
+        `outputs` (converted with your own converter) runs too.
         """
-        return self.run(SERVING, inputs=inputs)["outputs"]
+        names = list(self._runner(SERVING).get_input_details())
+        name = names[0] if len(names) == 1 else "inputs"
+        outputs = self.run(SERVING, **{name: inputs})
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        return outputs["outputs"]
 
     def run(self, signature: str, **inputs) -> dict:
         """Runs any signature on named NumPy inputs.
@@ -181,6 +189,12 @@ class TFLiteModel:
             raise TypeError(
                 "TFLiteModel.step: states must be the dict that "
                 f"initial_states() or step() returned, got {type(states).__name__}"
+            )
+        if "inputs" in states:
+            raise ValueError(
+                "TFLiteModel.step: states must hold only the states "
+                f"{sorted(self.initial_states())}, got the key 'inputs' too; "
+                "pass the time step as the first argument"
             )
         result = self.run(STEP, inputs=inputs, **states)
         outputs = result.pop("outputs")

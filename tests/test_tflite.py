@@ -185,3 +185,34 @@ def test_token_ids_outside_int32_are_refused(tmp_path):
     np.testing.assert_array_equal(tflite(ids.astype("int64")), tflite(ids))
     with pytest.raises(ValueError, match=r"holds values outside int32 .*wrap around"):
         tflite(ids + 2**32)
+
+
+def test_call_runs_a_file_of_your_own_converter(files, tmp_path):
+    # Its one input and output have the converter's names, not inputs/outputs.
+    import tensorflow as tf
+
+    from keras_lstm_gates import tflite_tracing
+
+    model, _, _ = files
+    fixed = keras.Sequential(
+        [keras.Input((TIME, FEATURES), batch_size=BATCH), *model.layers]
+    )
+    with tflite_tracing():
+        content = tf.lite.TFLiteConverter.from_keras_model(fixed).convert()
+    (tmp_path / "own.tflite").write_bytes(content)
+    tflite = TFLiteModel(tmp_path / "own.tflite")
+    names = tflite.signatures["serving_default"]
+    assert list(names["inputs"]) != ["inputs"], names
+    assert list(names["outputs"]) != ["outputs"], names
+    x = _x(3)
+    np.testing.assert_allclose(
+        tflite(x), keras.ops.convert_to_numpy(model(x)), atol=1e-5
+    )
+
+
+def test_step_states_holding_inputs_is_a_clear_error(files):
+    _, path, _ = files
+    tflite = TFLiteModel(path)
+    states = {**tflite.initial_states(), "inputs": np.zeros((BATCH, FEATURES))}
+    with pytest.raises(ValueError, match="pass the time step as the first argument"):
+        tflite.step(np.zeros((BATCH, FEATURES), "float32"), states)
