@@ -104,15 +104,21 @@ def check_initial_state(layer_name, initial_state, batch, units):
         )
 
 
-def check_step(cell_name, inputs_shape, states, units):
+def check_step(cell_name, inputs_shape, states, units, features):
     """Checks one step's `inputs` `(batch, features)` and `states`
-    `[STM_{t-1}, LTM_{t-1}]`, each `(batch, units)`, of a cell."""
+    `[STM_{t-1}, LTM_{t-1}]`, each `(batch, units)`, of a cell built for
+    `features`."""
     inputs_shape = tuple(inputs_shape)
     if len(inputs_shape) != 2:
         raise ValueError(
             f"Cell '{cell_name}': inputs must be one step, (batch, features), "
             f"got rank {len(inputs_shape)} with shape {inputs_shape}; run a "
             "sequence through keras.layers.RNN(cell) or FourGateLSTM"
+        )
+    if inputs_shape[-1] is not None and inputs_shape[-1] != features:
+        raise ValueError(
+            f"Cell '{cell_name}': inputs must have {features} features "
+            f"(the size it was built with), got shape {inputs_shape}"
         )
     _check_states(
         f"Cell '{cell_name}'",

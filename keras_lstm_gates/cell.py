@@ -298,13 +298,9 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
         return GateActivations(N=n, i=i, f=f, LTM=ltm, U=u, V=v, STM=stm)
 
     def call(self, inputs, states, training=False):
-        features = self.kernel.shape[0]
-        if inputs.shape[-1] is not None and inputs.shape[-1] != features:
-            raise ValueError(
-                f"Cell '{self.name}': inputs must have {features} features "
-                f"(the size it was built with), got shape {inputs.shape}"
-            )
-        _checks.check_step(self.name, inputs.shape, states, self.units)
+        _checks.check_step(
+            self.name, inputs.shape, states, self.units, self.kernel.shape[0]
+        )
         stm_prev, ltm_prev = states
         if training and self.dropout > 0:
             inputs = inputs * self.get_dropout_mask(inputs)

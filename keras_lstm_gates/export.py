@@ -277,16 +277,20 @@ def tflite_tracing():
     loop. Outside it, a model traced at a fixed batch size above 1 gets the
     loop made for XLA (its dynamic-range quantization is 4x less accurate),
     and at every batch size the projection stays inside the loop (moved out,
-    a file at 64 units ran in 0.88-0.95x the time). The converter traces
-    the model in `convert()`: call it inside the context.
+    a file at 64 units ran in 0.88-0.95x the time). Trace inside the
+    context, at a fixed batch size (TFLite builtins need one): write a
+    SavedModel there, or, for a model whose input has a fixed batch size,
+    call `TFLiteConverter.from_keras_model(model).convert()` there (it
+    traces in `convert()`). The setting is per thread.
 
     Example:
 
     ```python
     with keras_lstm_gates.tflite_tracing():
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        tflite_bytes = converter.convert()
+        export_saved_model(model, "model_batch1", batch_size=1)
+    converter = tf.lite.TFLiteConverter.from_saved_model("model_batch1")
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    tflite_bytes = converter.convert()
     ```
     """
     _require_tensorflow("tflite_tracing")
