@@ -59,6 +59,11 @@ def check_sequence_shape(layer_name, shape, features=None):
             f"(batch, time, features), got rank {len(shape)} "
             f"with shape {shape}"
         )
+    if shape[1] == 0:
+        raise ValueError(
+            f"Layer '{layer_name}': inputs must have at least one time step, "
+            f"got shape {shape}"
+        )
     if features is not None and shape[-1] is not None and shape[-1] != features:
         raise ValueError(
             f"Layer '{layer_name}': inputs must have {features} features "

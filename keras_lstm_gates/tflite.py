@@ -84,6 +84,7 @@ class TFLiteModel:
                 f"({str(error).splitlines()[0]})"
             ) from None
         self._path = path
+        self._content = content
         self._ops = tflite_ops(content)
         self._runners = {}
 
@@ -159,7 +160,12 @@ class TFLiteModel:
             name: _as_input(signature, name, value, details[name])
             for name, value in inputs.items()
         }
-        return runner(**feed)
+        try:
+            return runner(**feed)
+        except RuntimeError as error:
+            if "gather index out of bounds" not in str(error):
+                raise
+            raise ValueError(self._gather_message(signature, feed)) from None
 
     def initial_states(self) -> dict:
         """Zero states for `step`: `{"<layer>_stm": ..., "<layer>_ltm": ...}`."""
@@ -212,8 +218,50 @@ class TFLiteModel:
             self._runners[signature] = self._interpreter.get_signature_runner(signature)
         return self._runners[signature]
 
+    def _gather_message(self, signature, feed):
+        """Why a `GATHER` (an `Embedding`'s lookup) failed: the ids given
+        against the rows of the file's embedding tables."""
+        model = schema.ModelT.InitFromPackedBuf(self._content, 0)
+        index = next(
+            (
+                s.subgraphIndex
+                for s in model.signatureDefs or ()
+                if _text(s.signatureKey) == signature
+            ),
+            0,
+        )
+        graph = model.subgraphs[index]
+        rows = sorted(
+            {
+                int(graph.tensors[op.inputs[0]].shape[0])
+                for op in graph.operators
+                if _op_name(model.operatorCodes[op.opcodeIndex]) == "GATHER"
+                and len(graph.tensors[op.inputs[0]].shape) == 2
+            }
+        )
+        ids = ", ".join(
+            f"'{name}' holds ids in [{array.min()}, {array.max()}]"
+            for name, array in feed.items()
+            if np.issubdtype(array.dtype, np.integer)
+        )
+        if rows:
+            tables = " or ".join(str(r) for r in rows)
+            expected = (
+                f"its embedding table has {tables} rows, so ids must be below that"
+            )
+        else:
+            expected = "the interpreter: gather index out of bounds"
+        return (
+            f"TFLiteModel: signature '{signature}' got token ids outside the "
+            f"model's embedding ({expected}): {ids or 'no integer input'}"
+        )
+
     def __repr__(self):
         return f"TFLiteModel({self._path!r})"
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _describe(details):
@@ -248,7 +296,13 @@ def _as_input(signature, name, value, detail):
             f"TFLiteModel: input '{name}' of signature '{signature}' must hold "
             f"real numbers ({dtype.name}), got {array.dtype.name}"
         )
-    if np.issubdtype(dtype, np.integer) and array.size:
+    if not array.size:
+        raise ValueError(
+            f"TFLiteModel: input '{name}' of signature '{signature}' is empty "
+            f"(shape {array.shape}); it needs at least one sequence and one "
+            "time step"
+        )
+    if np.issubdtype(dtype, np.integer):
         limits = np.iinfo(dtype)
         if array.min() < limits.min or array.max() > limits.max:
             raise ValueError(

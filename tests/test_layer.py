@@ -391,6 +391,18 @@ def test_wrong_feature_size_is_a_clear_error():
         layer(np.zeros((2, 5, 8), "float32"))
 
 
+def test_no_time_steps_is_a_clear_error():
+    # keras.layers.LSTM fails here deep in TensorFlow (a StridedSlice).
+    layer = FourGateLSTM(4)
+    layer(np.zeros((2, 5, 3), "float32"))
+    message = r"inputs must have at least one time step, got shape \(2, 0, 3\)"
+    with pytest.raises(ValueError, match=message):
+        layer(np.zeros((2, 0, 3), "float32"))
+    model = keras.Sequential([keras.Input((None, 3)), layer])
+    with pytest.raises(ValueError, match="inputs must have at least one time step"):
+        model.predict(np.zeros((2, 0, 3), "float32"), verbose=0)
+
+
 def test_wrong_feature_size_in_rnn_of_cell_is_a_clear_error():
     layer = keras.layers.RNN(FourGateLSTMCell(4))
     layer(np.zeros((2, 5, 3), "float32"))

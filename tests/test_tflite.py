@@ -216,3 +216,38 @@ def test_step_states_holding_inputs_is_a_clear_error(files):
     states = {**tflite.initial_states(), "inputs": np.zeros((BATCH, FEATURES))}
     with pytest.raises(ValueError, match="pass the time step as the first argument"):
         tflite.step(np.zeros((BATCH, FEATURES), "float32"), states)
+
+
+def test_token_ids_outside_the_embedding_are_a_clear_error(tmp_path):
+    # The interpreter says only "gather index out of bounds ... (GATHER)".
+    model = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(10, 3, mask_zero=True),
+            FourGateLSTM(UNITS),
+        ]
+    )
+    path = export_tflite(model, tmp_path / "t.tflite", streaming=True).path
+    tflite = TFLiteModel(path)
+    message = r"outside the model's embedding \(its embedding table has 10 rows"
+    with pytest.raises(
+        ValueError, match=message + r".*'inputs' holds ids in \[1, 12\]"
+    ):
+        tflite(np.array([[1, 12, 3]]))
+    with pytest.raises(ValueError, match=message):
+        tflite.step(np.array([10]))
+    ids = np.array([[1, 9, 3]])  # the last row is fine
+    np.testing.assert_allclose(
+        tflite(ids), keras.ops.convert_to_numpy(model(ids)), atol=1e-5
+    )
+
+
+def test_empty_input_is_refused(tmp_path):
+    # A time length of 0 fails in the interpreter ("failed to prepare"), or
+    # returns zeros where there is an embedding before the layer.
+    model = keras.Sequential([keras.Input((None, FEATURES)), FourGateLSTM(UNITS)])
+    tflite = TFLiteModel(export_tflite(model, tmp_path / "any.tflite").path)
+    with pytest.raises(
+        ValueError, match=r"input 'inputs' .* is empty \(shape \(1, 0, 2\)\)"
+    ):
+        tflite(np.zeros((1, 0, FEATURES), "float32"))
