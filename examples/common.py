@@ -9,11 +9,14 @@ keeps only what is particular to its task.
 import argparse
 import json
 import os
+import tarfile
+import zipfile
 from pathlib import Path
 
 import keras
 import matplotlib
 import numpy as np
+import pandas as pd
 
 matplotlib.use("Agg")
 
@@ -102,6 +105,91 @@ def positive_int(text):
 def exit_with_error(parser, error):
     """Ends the program with a one-line error message and exit status 2."""
     parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+def read_csv(path, flag="--csv", **kwargs):
+    """Reads a CSV with `pandas.read_csv`, naming the file in every error.
+
+    Args:
+        path: The file given as `flag`.
+        flag: The command-line flag, for the messages.
+        **kwargs: Passed to `pandas.read_csv`.
+
+    Returns:
+        A `pandas.DataFrame` with at least one row.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder, not a CSV file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag}: no such file: {path}")
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{flag} {path} is empty") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{flag} {path} is not UTF-8 text ({error.reason} at byte "
+            f"{error.start}); save it as UTF-8"
+        ) from None
+    except pd.errors.ParserError as error:
+        raise ValueError(
+            f"{flag} {path} is not a readable CSV: {first_line(error)}"
+        ) from None
+    if frame.empty:
+        raise ValueError(
+            f"{flag} {path} has no rows of data, only the header {list(frame.columns)}"
+        )
+    return frame
+
+
+def download(fname, origin, cache_dir=None, extract=False):
+    """`keras.utils.get_file`, cached, with errors a user can act on.
+
+    Args:
+        fname: The file's name in the cache (`<cache_dir>/datasets/`).
+        origin: Its URL.
+        cache_dir: `--cache-dir`, created if missing (`keras.utils.get_file`
+            would quietly use `/tmp/.keras` instead); `None` for `~/.keras`.
+        extract: Whether the file is an archive to extract.
+
+    Returns:
+        The path of the file, or of the folder it was extracted to.
+    """
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        if cache_dir.exists() and not cache_dir.is_dir():
+            raise NotADirectoryError(f"--cache-dir {cache_dir} is a file, not a folder")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    home = os.environ.get("KERAS_HOME", Path("~/.keras").expanduser())
+    cached = Path(cache_dir or home) / "datasets" / fname
+    try:
+        return keras.utils.get_file(
+            fname=fname,
+            origin=origin,
+            extract=extract,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+        )
+    except (EOFError, tarfile.TarError, zipfile.BadZipFile) as error:
+        raise damaged_download(cached, error) from None
+    except Exception as error:  # get_file raises a bare Exception on failure
+        raise OSError(
+            f"could not download {fname} from {origin} ({first_line(error)}); "
+            "without internet, pass --csv with a local copy of the data"
+        ) from None
+
+
+def damaged_download(path, reason):
+    """The error for a cached download that cannot be read."""
+    return ValueError(
+        f"the downloaded file {path} is damaged or not what was expected "
+        f"({first_line(reason)}); delete it and run again to download it afresh"
+    )
+
+
+def first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def check_output_dir(path, overwrite):

@@ -16,12 +16,10 @@ and is masked), a `FourGateLSTM` and a sigmoid output.
 
 # ## Setup
 
-import os
 import sys
 from pathlib import Path
 
 import common
-import keras
 import numpy as np
 import text_pipeline
 
@@ -51,12 +49,7 @@ def parse_args(argv):
 
 def load_imdb(cache_dir=None, origin=IMDB_URL):
     """Downloads (once) and reads IMDB: `{split: (texts, labels)}`."""
-    folder = keras.utils.get_file(
-        fname="aclImdb_v1.tar.gz",
-        origin=origin,
-        extract=True,
-        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-    )
+    folder = common.download("aclImdb_v1.tar.gz", origin, cache_dir, extract=True)
     root = Path(folder) / "aclImdb"
     splits = {}
     for split in ("train", "test"):
@@ -64,7 +57,10 @@ def load_imdb(cache_dir=None, origin=IMDB_URL):
         for label, name in enumerate(("neg", "pos")):
             files = sorted((root / split / name).glob("*.txt"))
             if not files:
-                raise FileNotFoundError(f"no reviews in {root / split / name}")
+                raise common.damaged_download(
+                    Path(folder).with_name("aclImdb_v1.tar.gz"),
+                    f"no reviews in {root / split / name}",
+                )
             texts.extend(f.read_text(encoding="utf-8") for f in files)
             labels.extend([label] * len(files))
         splits[split] = (np.array(texts), np.array(labels, dtype="int32"))

@@ -84,6 +84,18 @@ def parse_args(argv):
 
 def load_dataset(args):
     """Returns `(frame, time_column, target_column, feature_columns)`."""
+    if args.csv is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--time-column", args.time_column),
+                ("--target-column", args.target_column),
+                ("--feature-columns", args.feature_columns),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply only with --csv")
     if args.csv is not None:
         return load_csv(
             args.csv, args.time_column, args.target_column, args.feature_columns
@@ -96,28 +108,32 @@ def load_dataset(args):
 
 def load_jena(cache_dir=None, origin=JENA_URL):
     """Downloads (once) the Jena Climate 2009-2016 readings, one per hour."""
-    folder = keras.utils.get_file(
-        fname="jena_climate_2009_2016.csv.zip",
-        origin=origin,
-        extract=True,
-        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-    )
-    frame = pd.read_csv(Path(folder) / "jena_climate_2009_2016.csv")
-    frame["Date Time"] = pd.to_datetime(frame["Date Time"], format="%d.%m.%Y %H:%M:%S")
+    fname = "jena_climate_2009_2016.csv.zip"
+    folder = common.download(fname, origin, cache_dir, extract=True)
+    path = Path(folder) / "jena_climate_2009_2016.csv"
+    try:
+        frame = pd.read_csv(path)
+        frame["Date Time"] = pd.to_datetime(
+            frame["Date Time"], format="%d.%m.%Y %H:%M:%S"
+        )
+    except (OSError, ValueError, KeyError) as error:
+        raise common.damaged_download(Path(folder).with_name(fname), error) from None
     # The readings are every 10 minutes; keep the ones on the hour.
     frame = frame[frame["Date Time"].dt.minute == 0].reset_index(drop=True)
+    # The wind speeds hold -9999 where the sensor failed (as TensorFlow's
+    # time-series tutorial notes); a speed is never below 0, so those are 0.
+    for column in ("wv (m/s)", "max. wv (m/s)"):
+        if column in frame:
+            frame[column] = frame[column].clip(lower=0.0)
     features = [c for c in frame.columns if c != "Date Time"]
     return frame, "Date Time", "T (degC)", features
 
 
 def load_csv(path, time_column, target_column, feature_columns=None):
     """Reads the user's series, checking every column it needs."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--csv: no such file: {path}")
     if time_column is None or target_column is None:
         raise ValueError("--csv needs --time-column and --target-column")
-    frame = pd.read_csv(path)
+    frame = common.read_csv(path)
     feature_columns = list(feature_columns or [])
     for column in [time_column, target_column, *feature_columns]:
         if column not in frame.columns:
@@ -125,15 +141,10 @@ def load_csv(path, time_column, target_column, feature_columns=None):
                 f"--csv {path}: no column {column!r}; its columns are "
                 f"{list(frame.columns)}"
             )
-    if not pd.api.types.is_numeric_dtype(frame[target_column]):
-        raise ValueError(
-            f"--target-column {target_column!r} must be numeric, got values "
-            f"like {frame[target_column].iloc[0]!r}"
-        )
+    _check_numeric(frame, "--target-column", target_column)
     if feature_columns:
         for column in feature_columns:
-            if not pd.api.types.is_numeric_dtype(frame[column]):
-                raise ValueError(f"--feature-columns: column {column!r} is not numeric")
+            _check_numeric(frame, "--feature-columns", column)
     else:
         feature_columns = [
             c
@@ -142,11 +153,19 @@ def load_csv(path, time_column, target_column, feature_columns=None):
         ]
     if target_column not in feature_columns:
         feature_columns = [target_column, *feature_columns]
+    if pd.api.types.is_numeric_dtype(frame[time_column]):
+        # pandas would read them as nanoseconds since 1970: all one hour.
+        raise ValueError(
+            f"--time-column {time_column!r} holds numbers, not time stamps such "
+            "as 2001-01-01 01:00; convert them first (Unix seconds: "
+            "pandas.to_datetime(values, unit='s'))"
+        )
     try:
         frame[time_column] = pd.to_datetime(frame[time_column])
     except (ValueError, TypeError) as error:
         raise ValueError(
-            f"--time-column {time_column!r} does not hold time stamps: {error}"
+            f"--time-column {time_column!r} does not hold time stamps: "
+            f"{common.first_line(error)}"
         ) from None
     # Row 1 of the file is the header, so the first reading is on row 2.
     blank = np.flatnonzero(frame[time_column].isna()) + 2
@@ -163,8 +182,54 @@ def load_csv(path, time_column, target_column, feature_columns=None):
             f"--csv {path}: missing values in {missing[missing > 0].to_dict()}; "
             "fill or drop them first"
         )
-    frame = frame.sort_values(time_column).reset_index(drop=True)
+    infinite = (~np.isfinite(frame[feature_columns])).sum()
+    if infinite.any():
+        raise ValueError(
+            f"--csv {path}: infinite values in {infinite[infinite > 0].to_dict()}; "
+            "fix or drop them first"
+        )
+    frame = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
+    times = frame[time_column]
+    repeated = times[times.duplicated()]
+    if len(repeated):
+        raise ValueError(
+            f"--time-column {time_column!r}: {len(repeated)} time stamps of {path} "
+            f"appear more than once (first: {repeated.iloc[0]}); one reading per "
+            "time stamp, please"
+        )
+    _report_gaps(times, time_column)
     return frame, time_column, target_column, feature_columns
+
+
+def _check_numeric(frame, flag, column):
+    """Raises, naming the first value that is not a number, if `column` is not
+    numeric."""
+    if pd.api.types.is_numeric_dtype(frame[column]):
+        return
+    values = frame[column]
+    bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+    raise ValueError(
+        f"{flag} {column!r} must be numeric, got {bad.iloc[0]!r} on row "
+        f"{bad.index[0] + 2} (row 1 is the header)"
+    )
+
+
+def _report_gaps(times, time_column):
+    """Prints a note if the readings are not evenly spaced: a window across
+    a gap holds readings further apart than the rest."""
+    steps = times.diff().dropna()
+    if steps.empty:
+        return
+    usual = steps.mode().iloc[0]
+    gaps = steps[steps > usual]
+    if len(gaps):
+        print(
+            f"Note: --time-column {time_column!r} is not evenly spaced: "
+            f"{len(gaps)} gap{'s' * (len(gaps) > 1)} longer than the usual "
+            f"{usual} (the longest "
+            f"{gaps.max()}, after {times[gaps.idxmax() - 1]}); windows across a "
+            "gap see readings further apart than the rest"
+        )
 
 
 # ## Prepare the windows
@@ -409,8 +474,9 @@ def main(argv=None):
 def train_model(kind, strategy, train, val, stats, args):
     """Trains one model under `strategy`; returns a copy outside it.
 
-    The copy (same weights, no distribution) is what is evaluated, saved and
-    exported, the same whichever `--distribute` trained it.
+    The copy (same weights and optimizer state, no distribution) is what is
+    evaluated, saved and exported, the same whichever `--distribute` trained
+    it.
     """
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
@@ -423,6 +489,11 @@ def train_model(kind, strategy, train, val, stats, args):
         history = common.train(model, train, val, args)
     copy = build_model(train[0].shape[1:], stats, args.units, kind)
     copy.set_weights(model.get_weights())
+    # The optimizer's state too, so that the saved model resumes training
+    # where this one stopped (and loads without Keras's warning about it).
+    copy.optimizer.build(copy.trainable_variables)
+    for target, source in zip(copy.optimizer.variables, model.optimizer.variables):
+        target.assign(keras.ops.convert_to_numpy(source))
     return copy, history
 
 

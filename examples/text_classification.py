@@ -16,11 +16,9 @@ output over the classes.
 
 # ## Setup
 
-import os
 import sys
 
 import common
-import keras
 import pandas as pd
 import text_pipeline
 
@@ -56,17 +54,19 @@ def load_ag_news(cache_dir=None, origin=AG_NEWS_URL):
     """Downloads (once) and reads AG News: `{train, test: (texts, labels)}`."""
     splits = {}
     for split in ("train", "test"):
-        path = keras.utils.get_file(
-            fname=f"ag_news_{split}.csv",
-            origin=origin.format(split=split),
-            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-        )
+        fname = f"ag_news_{split}.csv"
+        path = common.download(fname, origin.format(split=split), cache_dir)
         frame = pd.read_csv(
             path, header=None, names=["class", "title", "description"], dtype=str
         )
-        labels = frame["class"].astype(int).to_numpy() - 1
-        if not set(labels) <= set(range(len(CLASSES))):
-            raise ValueError(f"{path}: classes must be 1 to 4, got {set(labels + 1)}")
+        classes = pd.to_numeric(frame["class"], errors="coerce")
+        if not classes.isin(range(1, len(CLASSES) + 1)).all():
+            bad = frame["class"][~classes.isin(range(1, len(CLASSES) + 1))]
+            raise common.damaged_download(
+                path,
+                f"classes must be 1 to 4, got {bad.iloc[0]!r} on line {bad.index[0] + 1}",
+            )
+        labels = classes.to_numpy(int) - 1
         texts = (frame["title"] + ". " + frame["description"]).to_numpy(str)
         splits[split] = (texts, labels.astype("int32"))
     return splits

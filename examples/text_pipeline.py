@@ -12,7 +12,6 @@ from pathlib import Path
 import common
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 import tensorflow_text as tf_text
 
@@ -35,13 +34,12 @@ def read_labelled_csv(path, text_column="text", label_column="label"):
         label_column: The column of class labels (strings or numbers).
 
     Returns:
-        Two NumPy arrays: the texts (`str`) and the labels as strings; rows
-        with an empty label are left out.
+        Two NumPy arrays: the texts (`str`) and the labels as strings,
+        stripped of surrounding spaces; rows with an empty label are left
+        out.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--csv: no such file: {path}")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = common.read_csv(path, dtype=str, keep_default_na=False)
     for flag, column in (
         ("--text-column", text_column),
         ("--label-column", label_column),
@@ -51,8 +49,10 @@ def read_labelled_csv(path, text_column="text", label_column="label"):
                 f"{flag}: {path} has no column {column!r}; its columns are "
                 f"{list(frame.columns)}"
             )
-    frame = frame[frame[label_column].str.strip() != ""]
-    return frame[text_column].to_numpy(str), frame[label_column].to_numpy(str)
+    # "World " is the class "World": spaces around a label are not part of it.
+    labels = frame[label_column].str.strip()
+    keep = labels != ""
+    return frame[text_column][keep].to_numpy(str), labels[keep].to_numpy(str)
 
 
 def encode_labels(labels, *, exactly=None):

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import warnings
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,6 +51,18 @@ def run_bad(main, argv, capsys):
     assert len(error.splitlines()) == 1, error
     assert output_dir.exists() == existed
     return error
+
+
+def readme_block(containing):
+    """The README's indented code block holding `containing`, dedented."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    at = next(k for k, line in enumerate(lines) if containing in line)
+    start, end = at, at
+    while lines[start - 1].startswith("    "):
+        start -= 1
+    while end + 1 < len(lines) and lines[end + 1].startswith("    "):
+        end += 1
+    return "\n".join(line[4:] for line in lines[start : end + 1])
 
 
 # Bad input: one line, exit status 2, before any training or output folder.
@@ -123,6 +136,85 @@ def test_temperature_too_few_rows_for_the_window(weather_csv, tmp_path, capsys):
     )
     assert "too few rows" in error and "200" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_temperature_non_numeric_value_is_named_with_its_row(
+    weather_csv, tmp_path, capsys
+):
+    frame = pd.read_csv(weather_csv)
+    frame["temp"] = frame["temp"].astype(str)
+    frame.loc[50, "temp"] = "abc"
+    frame.to_csv(weather_csv, index=False)
+    error = run_bad(temperature.main, csv_args(weather_csv, tmp_path), capsys)
+    assert "--target-column 'temp' must be numeric, got 'abc' on row 52" in error
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("time,temp\n", "has no rows of data, only the header ['time', 'temp']"),
+        ("", "is empty"),
+        (b"time,temp\n2020-01-01 00:00,\xe9\n", "is not UTF-8 text"),
+    ],
+    ids=["header-only", "empty", "latin-1"],
+)
+def test_temperature_unreadable_csv_is_named(content, message, tmp_path, capsys):
+    path = tmp_path / "weather.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    error = run_bad(temperature.main, csv_args(path, tmp_path), capsys)
+    assert f"--csv {path} {message}" in error
+
+
+def test_temperature_csv_that_is_a_folder(tmp_path, capsys):
+    error = run_bad(temperature.main, csv_args(tmp_path, tmp_path), capsys)
+    assert f"--csv {tmp_path} is a folder, not a CSV file" in error
+
+
+def test_temperature_infinite_values_are_one_line_error(weather_csv, tmp_path, capsys):
+    # They trained to a NaN model.keras, then failed in the linear baseline.
+    frame = pd.read_csv(weather_csv)
+    frame.loc[[10, 20], "humidity"] = np.inf
+    frame.to_csv(weather_csv, index=False)
+    error = run_bad(temperature.main, csv_args(weather_csv, tmp_path), capsys)
+    assert "infinite values in {'humidity': 2}" in error
+
+
+def test_temperature_numeric_time_stamps_are_refused(weather_csv, tmp_path, capsys):
+    # pandas reads Unix seconds as nanoseconds: every reading at midnight 1970.
+    frame = pd.read_csv(weather_csv)
+    frame["time"] = pd.to_datetime(frame["time"]).astype("int64") // 10**9
+    frame.to_csv(weather_csv, index=False)
+    error = run_bad(temperature.main, csv_args(weather_csv, tmp_path), capsys)
+    assert "--time-column 'time' holds numbers, not time stamps" in error
+
+
+def test_temperature_repeated_time_stamps_are_refused(weather_csv, tmp_path, capsys):
+    frame = pd.read_csv(weather_csv)
+    frame.loc[100:109, "time"] = frame.loc[99, "time"]
+    frame.to_csv(weather_csv, index=False)
+    error = run_bad(temperature.main, csv_args(weather_csv, tmp_path), capsys)
+    assert "10 time stamps" in error and "more than once" in error
+    assert str(pd.Timestamp(frame.loc[99, "time"])) in error
+
+
+def test_temperature_gaps_in_time_are_reported(weather_csv, capsys):
+    frame = pd.read_csv(weather_csv).drop(index=range(100, 148))
+    frame.to_csv(weather_csv, index=False)
+    loaded, *_ = temperature.load_csv(weather_csv, "time", "temp")
+    assert len(loaded) == 352
+    note = capsys.readouterr().out
+    assert "is not evenly spaced: 1 gap longer than the usual 0 days 01:00:00" in note
+    assert "the longest 2 days 01:00:00, after 2020-01-05 03:00:00" in note
+
+
+def test_temperature_column_flags_need_csv(tmp_path, capsys):
+    # Without --csv they were ignored: the run forecast temp_c, not dewpoint_c.
+    argv = ["--target-column", "dewpoint_c", "--output-dir", str(tmp_path / "o")]
+    error = run_bad(temperature.main, argv, capsys)
+    assert "--target-column apply only with --csv" in error
 
 
 def test_multiworker_without_tf_config_is_one_line_error(tmp_path, capsys, monkeypatch):
@@ -200,6 +292,18 @@ def test_text_without_words_is_one_line_error(main, text_csv, tmp_path, capsys):
     argv = ["--csv", str(path), "--quick", "--output-dir", str(tmp_path / "o")]
     error = run_bad(main, argv, capsys)
     assert "--text-column" in error and "no word" in error
+
+
+def test_text_labels_are_stripped_of_spaces(text_csv):
+    path = text_csv(["World", "World ", " Sports", "Sports"])
+    _, labels = text_pipeline.read_labelled_csv(path)
+    assert labels.tolist() == ["World", "World", "Sports", "Sports"]
+
+
+@pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
+def test_text_csv_that_is_a_folder(main, tmp_path, capsys):
+    argv = ["--csv", str(tmp_path), "--output-dir", str(tmp_path / "o")]
+    assert "is a folder, not a CSV file" in run_bad(main, argv, capsys)
 
 
 def fake_multiworker(task_type, task_id, cluster):
@@ -383,6 +487,7 @@ def test_jena_downloads_the_zip_and_keeps_hourly_readings(tmp_path):
             "Date Time": times.strftime("%d.%m.%Y %H:%M:%S"),
             "p (mbar)": np.linspace(990, 1000, 30),
             "T (degC)": np.arange(30.0),
+            "wv (m/s)": np.where(np.arange(30) % 6 == 5, -9999.0, 1.5),
         }
     )
     archive = tmp_path / "jena_climate_2009_2016.csv.zip"
@@ -393,9 +498,52 @@ def test_jena_downloads_the_zip_and_keeps_hourly_readings(tmp_path):
     )
     on_the_hour = times.minute == 0
     assert (time_column, target) == ("Date Time", "T (degC)")
-    assert features == ["p (mbar)", "T (degC)"]
+    assert features == ["p (mbar)", "T (degC)", "wv (m/s)"]
     np.testing.assert_array_equal(hourly[target], np.arange(30.0)[on_the_hour])
+    # The sensor's -9999 (a failed reading) is a calm 0, not a huge wind.
+    assert (hourly["wv (m/s)"] == 0).sum() == 5 and hourly["wv (m/s)"].min() == 0
     assert (hourly[time_column].dt.minute == 0).all()
+
+
+def test_cache_dir_is_created_and_used(tmp_path):
+    # keras.utils.get_file quietly falls back to /tmp/.keras for a folder that
+    # does not exist yet, where an earlier run may have left other files.
+    make_imdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
+    cache = tmp_path / "new" / "cache"
+    sentiment.load_imdb(cache, origin=(tmp_path / "aclImdb_v1.tar.gz").as_uri())
+    assert (cache / "datasets" / "aclImdb_v1.tar.gz").is_file()
+
+
+def test_failed_download_is_one_line_error(tmp_path, capsys, monkeypatch):
+    missing = (tmp_path / "nowhere" / "aclImdb_v1.tar.gz").as_uri()
+    monkeypatch.setattr(sentiment.load_imdb, "__defaults__", (None, missing))
+    argv = ["--cache-dir", str(tmp_path / "c"), "--output-dir", str(tmp_path / "o")]
+    error = run_bad(sentiment.main, argv, capsys)
+    assert f"could not download aclImdb_v1.tar.gz from {missing}" in error
+    assert "pass --csv" in error
+
+
+def test_damaged_cached_archive_says_to_delete_it(tmp_path, capsys):
+    cache = tmp_path / "cache" / "datasets"
+    cache.mkdir(parents=True)
+    make_imdb_tarball(tmp_path / "whole.tar.gz")
+    damaged = cache / "aclImdb_v1.tar.gz"
+    damaged.write_bytes((tmp_path / "whole.tar.gz").read_bytes()[:200])
+    argv = ["--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "o")]
+    error = run_bad(sentiment.main, argv, capsys)
+    assert f"the downloaded file {damaged} is damaged" in error
+    assert "delete it and run again" in error
+
+
+def test_ag_news_cached_page_that_is_not_the_csv(tmp_path):
+    cache = tmp_path / "cache" / "datasets"
+    cache.mkdir(parents=True)
+    for split in ("train", "test"):
+        (cache / f"ag_news_{split}.csv").write_text("<html>Not Found</html>\n")
+    with pytest.raises(
+        ValueError, match=r"damaged .*'<html>Not Found</html>' on line 1"
+    ):
+        text_classification.load_ag_news(tmp_path / "cache")
 
 
 # End to end, in --quick mode.
@@ -423,6 +571,12 @@ def test_temperature_quick_run_writes_everything(tmp_path):
         "four_gate_lstm_ltm",
     }
     assert not any("Flex" in op for op in saved["tflite_ops"])
+    # The saved model carries the optimizer's state: it resumes training.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.models.load_model(out / "model.keras")
+    assert not [w for w in caught if "optimizer" in str(w.message)], caught
+    assert int(loaded.optimizer.iterations) == -(-saved["num_train"] // 64)
 
 
 def test_sentiment_quick_run_serves_raw_strings(tmp_path):
@@ -461,6 +615,16 @@ def test_sentiment_quick_run_serves_raw_strings(tmp_path):
     assert len(vocabulary) == metrics["vocabulary_size"]
     assert (out / "model.tflite").is_file() and metrics["tflite_max_abs_diff"] < 1e-4
     assert (out / "confusion_matrix.png").is_file()
+    # The README's snippet, as written, in a fresh process.
+    code = readme_block("runs/sentiment/saved_model")
+    code = code.replace("runs/sentiment/saved_model", str(out / "saved_model"))
+    lines = code.splitlines()
+    lines[-1] = f"print({lines[-1]}.numpy().tolist())"
+    result = subprocess.run(
+        [sys.executable, "-c", "\n".join(lines)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(json.loads(result.stdout.strip().splitlines()[-1])) == 2
 
 
 def test_text_classification_quick_run_reports_every_class(tmp_path):
