@@ -151,7 +151,8 @@ def download(fname, origin, cache_dir=None, extract=False):
         origin: Its URL.
         cache_dir: `--cache-dir`, created if missing (`keras.utils.get_file`
             would quietly use `/tmp/.keras` instead); `None` for `~/.keras`.
-        extract: Whether the file is an archive to extract.
+        extract: Whether the file is an archive to extract (once: later
+            calls return the folder it was extracted to).
 
     Returns:
         The path of the file, or of the folder it was extracted to.
@@ -163,8 +164,14 @@ def download(fname, origin, cache_dir=None, extract=False):
         cache_dir.mkdir(parents=True, exist_ok=True)
     home = os.environ.get("KERAS_HOME", Path("~/.keras").expanduser())
     cached = Path(cache_dir or home) / "datasets" / fname
+    # get_file extracts the archive again at every call (IMDB: 100,000
+    # files); a mark left after a whole extraction skips that.
+    extracted = cached.with_name(fname.split(".")[0] + "_extracted")
+    done = extracted / ".extracted"
+    if extract and done.is_file():
+        return os.fspath(extracted)
     try:
-        return keras.utils.get_file(
+        path = keras.utils.get_file(
             fname=fname,
             origin=origin,
             extract=extract,
@@ -177,6 +184,9 @@ def download(fname, origin, cache_dir=None, extract=False):
             f"could not download {fname} from {origin} ({first_line(error)}); "
             "without internet, pass --csv with a local copy of the data"
         ) from None
+    if extract and Path(path) == extracted:
+        done.touch()
+    return path
 
 
 def damaged_download(path, reason):

@@ -514,6 +514,18 @@ def test_cache_dir_is_created_and_used(tmp_path):
     assert (cache / "datasets" / "aclImdb_v1.tar.gz").is_file()
 
 
+def test_archive_is_extracted_once(tmp_path):
+    # keras.utils.get_file extracts again at every call (IMDB: 100,000 files).
+    make_imdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
+    origin = (tmp_path / "aclImdb_v1.tar.gz").as_uri()
+    first = sentiment.load_imdb(tmp_path / "cache", origin=origin)
+    review = next((tmp_path / "cache" / "datasets").glob("*_extracted/aclImdb/*/*/*"))
+    review.write_text("Edited after the extraction.")
+    second = sentiment.load_imdb(tmp_path / "cache", origin=origin)
+    assert "Edited after the extraction." in second[review.parts[-3]][0]
+    assert "Edited after the extraction." not in first[review.parts[-3]][0]
+
+
 def test_failed_download_is_one_line_error(tmp_path, capsys, monkeypatch):
     missing = (tmp_path / "nowhere" / "aclImdb_v1.tar.gz").as_uri()
     monkeypatch.setattr(sentiment.load_imdb, "__defaults__", (None, missing))
