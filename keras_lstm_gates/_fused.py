@@ -23,7 +23,10 @@ over `(units, batch)` tensors each step makes, so:
   sequence length. A gradient through an inference call (`training=False`
   under a tape) runs the forward loop again, saving what its backward pass
   needs (`_differentiable`): TensorFlow cannot differentiate a loop compiled
-  with XLA from outside it.
+  with XLA from outside it. A tape that records the gradient itself (a
+  gradient penalty) differentiates the loops compiled alone by TensorFlow's
+  autodiff of the same loop; the compiled loops are called where no tape
+  records them (a persistent tape would ask for their intermediates).
 - Inside `jit_compile=True` the classic cell, and projected layers of more
   than `XLA_TRAINING_MIN_UNITS` units, train through `_forward_xla` /
   `_backward_xla`: batch-major, one matmul a step on `[STM_{t-1}, E_t]`,
@@ -299,17 +302,16 @@ def run(
 
 
 def _inference_forward(projected, all_outputs, mask):
-    """`_forward` saving nothing, as a `tf.function(jit_compile=True)` of
+    """`_forward` saving nothing, compiled with XLA (`_compiled`), of
     `(events, h0, c0, *weights) -> (STM, LTM_T)`."""
 
-    @tf.function(jit_compile=True, autograph=False)
     def forward(events, h0, c0, *weights):
         hs, c_last, _ = _forward(
             projected, mask, all_outputs, events, h0, c0, *weights, record=False
         )
         return hs, c_last
 
-    return forward
+    return _compiled(forward)
 
 
 def _differentiable(forward, gradient):
@@ -348,8 +350,8 @@ def _autodiff_gradient(forward):
 def _inference_loop(projected, all_outputs, mask, hoist=False):
     """The forward loop alone, batch-major, compiled with XLA.
 
-    Returns a `tf.function(jit_compile=True)` of `(events, h0, c0, *weights)
-    -> (STM, LTM_T)`: `events` time-major `(time, batch, features)`, the
+    Returns the loop compiled with XLA (`_compiled`), of `(events, h0, c0,
+    *weights) -> (STM, LTM_T)`: `events` time-major `(time, batch, features)`, the
     states `(batch, units)`, `weights` the cell's `kernel,
     recurrent_kernel, bias` (gates in its order `i, f, N, V`) plus `W_u,
     b_u` for the projected Use gate; `mask` `(time, batch, 1)` or `None`.
@@ -368,7 +370,6 @@ def _inference_loop(projected, all_outputs, mask, hoist=False):
     slices it further is slow (see `_forward_xla`).
     """
 
-    @tf.function(jit_compile=True, autograph=False)
     def forward(events, h0, c0, *weights):
         units = h0.shape[1]
         dtype = h0.dtype
@@ -417,7 +418,7 @@ def _inference_loop(projected, all_outputs, mask, hoist=False):
         hs.set_shape((events.shape[0] if all_outputs else 1, h0.shape[0], units))
         return hs, c_last
 
-    return forward
+    return _compiled(forward)
 
 
 def _forward(
@@ -655,8 +656,12 @@ def _backward_xla(
 
 
 def _array(size, element_shape, dtype):
-    # Static element shapes let the TFLite converter lower the arrays.
-    return tf.TensorArray(dtype, size=size, element_shape=element_shape)
+    # Static element shapes let the TFLite converter lower the arrays. Kept
+    # after a read: a persistent tape, or a gradient of the gradient, runs
+    # an eager backward pass (which reads the records) more than once.
+    return tf.TensorArray(
+        dtype, size=size, element_shape=element_shape, clear_after_read=False
+    )
 
 
 def _array_of(tensor):
@@ -704,20 +709,67 @@ def _with_backward(projected, mask, all_outputs, xla=False, compile_loops=False)
     forward, backward = (
         functools.partial(loop, projected, mask, all_outputs) for loop in loops
     )
+    plain = forward
     if compile_loops:
-        forward = tf.function(forward, jit_compile=True, autograph=False)
+        forward = _compiled(forward)
         backward = tf.function(backward, jit_compile=True, autograph=False)
 
     @tf.custom_gradient
     def fused(events, h0, c0, *weights):
         hs, c_last, records = forward(events, h0, c0, *weights)
+        if tf.executing_eagerly() and not xla:
+            # As tensors: an eager TensorArray cannot be read from a graph,
+            # and `tape.jacobian` traces the backward pass into one.
+            records = {k: ta.stack() for k, ta in records.items()}
 
         def grad(d_hs, d_c_last):
-            return backward(records, events, h0, weights, d_hs, d_c_last)
+            inputs = (events, h0, c0, *weights)
+            if isinstance(records, dict) and not xla:
+                arrays = {
+                    k: _array_of(v) if isinstance(v, tf.Tensor) else v
+                    for k, v in records.items()
+                }
+            else:
+                arrays = records
+            if compile_loops and _tape_recording():
+                # A gradient of this gradient may be asked (a gradient
+                # penalty): the compiled loops' records are out of reach of
+                # the tape, so differentiate the loop itself.
+                return _autodiff_gradient(lambda *a: plain(*a)[:2])(
+                    inputs, (d_hs, d_c_last)
+                )
+            return backward(arrays, events, h0, weights, d_hs, d_c_last)
 
         return (hs, c_last), grad
 
     return fused
+
+
+def _compiled(function):
+    """`function` compiled with XLA, called where no tape records it.
+
+    A function compiled with XLA, called while a persistent tape (or two
+    nested tapes) records, fails in TensorFlow ("TensorList crossing the
+    XLA/TF boundary"): the tape asks for the loop's intermediates. Its
+    callers give it a gradient of their own, so nothing is lost.
+    """
+    compiled = tf.function(function, jit_compile=True, autograph=False)
+
+    def call(*inputs):
+        return compiled(*(tf.stop_gradient(t) for t in inputs))
+
+    call.python_function = function
+    return call
+
+
+def _tape_recording():
+    """Whether a gradient tape records now: while a gradient is computed, a
+    tape that records it may ask for the gradient of that gradient."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # TensorFlow moved it: assume one may
+        return True
+    return record.could_possibly_record()
 
 
 def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, d_c):
@@ -952,7 +1004,9 @@ def _step_function(function, units):
     need two kernels each way around its extra matmul; four launches a step
     measured 1.16x, so it always keeps separate ops.
     """
-    return _jit(function) if units <= JIT_STEP_MAX_UNITS else function
+    if units > JIT_STEP_MAX_UNITS or in_xla_context():  # XLA compiles it anyway
+        return function
+    return _jit(function)
 
 
 @functools.cache

@@ -643,3 +643,110 @@ def test_fit_with_unknown_batch_and_time_matches_cell_loop(
     loop.fit(x, y, batch_size=4, shuffle=False, verbose=0)
     for a, b in zip(fused.get_weights(), loop.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+# Tapes beyond one first-order gradient: a persistent tape (two `gradient`
+# calls, as GAN tutorials use), a gradient of a gradient (a gradient
+# penalty, WGAN-GP) and `batch_jacobian`. keras.layers.LSTM takes them all;
+# the fused path failed inside TensorFlow (records read twice, or a loop
+# compiled with XLA asked for its intermediates).
+
+
+def _tape_case(case, layer, x, training):
+    import tensorflow as tf
+
+    if case == "persistent":
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            loss = tf.reduce_mean(tf.square(layer(x, training=training) - 1.0))
+        return [tape.gradient(loss, layer.trainable_weights), tape.gradient(loss, x)]
+    if case == "penalty":
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = layer(x, training=training)
+                total = tf.reduce_sum(y * y)
+            penalty = tf.reduce_mean(tf.square(inner.gradient(total, x)))
+            loss = penalty + tf.reduce_mean(y)
+        return outer.gradient(loss, [layer.trainable_weights, x])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=training)[:, -1]
+    return [tape.batch_jacobian(y, x)]
+
+
+# Each (mode, wide, training) takes its own loops: eager; the compiled
+# inference loop; the transposed training loop; the wide layers' loops
+# compiled alone; under XLA.
+_PATHS = [
+    ("eager", False, True),
+    ("eager", False, False),
+    ("graph", False, True),
+    ("graph", False, False),
+    ("graph", True, True),
+    ("graph", True, False),
+    ("xla", True, True),
+    ("xla", False, False),
+]
+
+
+@pytest.mark.parametrize(
+    "case, use_gate, mode, wide, training",
+    [("persistent", "projected", *path) for path in _PATHS]
+    + [("penalty", "classic", *path) for path in _PATHS]
+    # Not under XLA: pfor there fails for keras.layers.LSTM too (TensorFlow).
+    + [
+        ("jacobian", "projected", *path)
+        for path in _PATHS
+        if path[0] != "xla" and (path[0] == "eager") == path[2]
+    ],
+)
+def test_tapes_beyond_first_order_match_cell_loop(
+    monkeypatch, case, use_gate, mode, wide, training
+):
+    import tensorflow as tf
+
+    if wide:  # the loops compiled with XLA on their own (graph mode)
+        _wide_layers_take_xla_loop(monkeypatch)
+    fused, loop = _pair(use_gate, return_sequences=True)
+    x = tf.constant(_data()[0])
+    results = []
+    for layer in (fused, loop):
+        run = lambda layer=layer: _tape_case(case, layer, x, training)  # noqa: E731
+        if mode != "eager":
+            run = tf.function(run, jit_compile=mode == "xla")
+        results.append([np.asarray(t) for t in tf.nest.flatten(run())])
+    for a, b in zip(*results, strict=True):
+        assert np.abs(b).max() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_only_a_recorded_gradient_takes_the_autodiff_route(monkeypatch):
+    # Wide layers outside XLA: the compiled backward pass, unless a tape
+    # records the gradient (a gradient penalty's inner gradient).
+    import tensorflow as tf
+
+    from keras_lstm_gates import _fused
+
+    _wide_layers_take_xla_loop(monkeypatch)
+    calls = []
+    original = _fused._autodiff_gradient
+    monkeypatch.setattr(
+        _fused, "_autodiff_gradient", lambda f: calls.append(1) or original(f)
+    )
+    fused, _ = _pair("projected")
+    x = tf.constant(_data()[0])
+
+    @tf.function
+    def gradients(case):
+        if case == "penalty":
+            return _tape_case("penalty", fused, x, True)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(fused(x, training=True))
+        return tape.gradient(loss, fused.trainable_weights)
+
+    gradients("plain")
+    assert not calls
+    gradients("penalty")
+    assert calls
