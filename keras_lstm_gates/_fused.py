@@ -723,21 +723,19 @@ def _with_backward(projected, mask, all_outputs, xla=False, compile_loops=False)
             records = {k: ta.stack() for k, ta in records.items()}
 
         def grad(d_hs, d_c_last):
-            inputs = (events, h0, c0, *weights)
-            if isinstance(records, dict) and not xla:
-                arrays = {
-                    k: _array_of(v) if isinstance(v, tf.Tensor) else v
-                    for k, v in records.items()
-                }
-            else:
-                arrays = records
             if compile_loops and _tape_recording():
                 # A gradient of this gradient may be asked (a gradient
                 # penalty): the compiled loops' records are out of reach of
                 # the tape, so differentiate the loop itself.
                 return _autodiff_gradient(lambda *a: plain(*a)[:2])(
-                    inputs, (d_hs, d_c_last)
+                    (events, h0, c0, *weights), (d_hs, d_c_last)
                 )
+            arrays = records
+            if not xla:  # `_backward` reads TensorArrays
+                arrays = {
+                    k: _array_of(v) if isinstance(v, tf.Tensor) else v
+                    for k, v in records.items()
+                }
             return backward(arrays, events, h0, weights, d_hs, d_c_last)
 
         return (hs, c_last), grad
