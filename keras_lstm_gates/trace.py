@@ -94,9 +94,15 @@ def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) 
         mask = ops.convert_to_tensor(mask, dtype="bool")
 
     # The activations lead the state: on a masked step the JAX backend's loop
-    # repeats the first state as the output, so it must be the activations.
-    activations = ops.zeros(
-        (batch_size, len(GateActivations._fields) * cell.units), dtype=inputs.dtype
+    # repeats the first state as the output, so it must be the activations:
+    # zero gates and the initial state, as the layer outputs `STM_0` there.
+    start = {"LTM": initial_state[1], "STM": initial_state[0]}
+    activations = ops.concatenate(
+        [
+            start.get(name, ops.zeros((batch_size, cell.units), dtype=inputs.dtype))
+            for name in GateActivations._fields
+        ],
+        axis=-1,
     )
 
     def step(event, states):
@@ -116,4 +122,13 @@ def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) 
         return_all_outputs=True,
     )
     outputs = np.split(ops.convert_to_numpy(outputs), len(GateActivations._fields), -1)
-    return dict(zip(GateActivations._fields, outputs))
+    trace = dict(zip(GateActivations._fields, outputs))
+    if mask is not None:
+        # Before a sequence's first unmasked step, its long-term memory is
+        # LTM_0 (TensorFlow's loop outputs zeros there). STM is the layer's
+        # output: zeros there on TensorFlow, STM_0 on JAX, as Keras's LSTM.
+        order = ops.convert_to_numpy(mask)[:, :: -1 if layer.go_backwards else 1]
+        started = (np.cumsum(order, axis=1) > 0)[..., None]
+        ltm_0 = ops.convert_to_numpy(initial_state[1])[:, None]
+        trace["LTM"] = np.where(started, trace["LTM"], ltm_0)
+    return trace

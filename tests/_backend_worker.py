@@ -89,6 +89,21 @@ def check_masking(inputs, info):
     )
     mask = np.arange(x.shape[1])[None, :] < lengths[:, None]
     outputs["trace_STM"] = trace_gates(layer, x, mask=mask)["STM"]
+    # Steps masked before the first one read, from a given initial state.
+    lead = FourGateLSTM(units, return_sequences=True, return_state=True)
+    lead.build(x.shape)
+    lead.set_gate_weights(weights)
+    lead_mask = mask[:, ::-1]
+    state = [np.full((x.shape[0], units), v, "float32") for v in (0.5, 0.7)]
+    sequence, _, ltm = lead(x, initial_state=state, mask=lead_mask)
+    trace = trace_gates(lead, x, initial_state=state, mask=lead_mask)
+    outputs.update(
+        lead_mask=lead_mask,
+        lead_sequence=sequence,
+        lead_ltm=ltm,
+        lead_trace_STM=trace["STM"],
+        lead_trace_LTM=trace["LTM"],
+    )
     return outputs
 
 

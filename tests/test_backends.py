@@ -188,6 +188,18 @@ def test_padded_sequence_equals_unpadded(jax_run):
     np.testing.assert_allclose(outputs["unpadded"], expected, atol=1e-5)
     np.testing.assert_allclose(outputs["padded"], expected, atol=1e-5)
     np.testing.assert_allclose(outputs["trace_STM"][:, -1], expected, atol=1e-5)
+    # From an initial state, steps masked before the first one read: JAX's
+    # loop outputs STM_0 there (as for keras.layers.LSTM), and LTM is LTM_0.
+    leading = np.cumsum(outputs["lead_mask"], axis=1) == 0
+    assert leading.any()
+    np.testing.assert_allclose(
+        outputs["lead_trace_STM"], outputs["lead_sequence"], atol=1e-6
+    )
+    np.testing.assert_allclose(outputs["lead_sequence"][leading], 0.5)
+    np.testing.assert_allclose(outputs["lead_trace_LTM"][leading], 0.7)
+    np.testing.assert_allclose(
+        outputs["lead_trace_LTM"][:, -1], outputs["lead_ltm"], atol=1e-6
+    )
 
 
 def test_dropout_only_while_training_under_jit(jax_run):

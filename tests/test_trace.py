@@ -56,6 +56,36 @@ def test_trace_follows_mask_and_go_backwards():
     np.testing.assert_allclose(trace["STM"], sequence, atol=1e-6)
 
 
+@pytest.mark.parametrize("use_gate", USE_GATES)
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
+def test_trace_of_steps_masked_before_the_first_one_read(use_gate, go_backwards):
+    # Until a sequence's first unmasked step its state is the initial one;
+    # the trace's LTM was 0 there. (STM is the layer's output: 0 on
+    # TensorFlow, STM_0 on JAX, as keras.layers.LSTM; tests/test_backends.py.)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 6, 3)).astype("float32")
+    stm0, ltm0 = rng.normal(size=(2, 2, 4)).astype("float32")
+    mask = np.ones((2, 6), bool)
+    mask[0, :2] = False  # the layer reads these first
+    mask[1, -3:] = False  # and these, backwards
+    layer = FourGateLSTM(
+        4,
+        use_gate=use_gate,
+        go_backwards=go_backwards,
+        return_sequences=True,
+        return_state=True,
+    )
+    sequence, _, ltm = layer(x, initial_state=[stm0, ltm0], mask=mask)
+    trace = trace_gates(layer, x, initial_state=[stm0, ltm0], mask=mask)
+    order = mask[:, ::-1] if go_backwards else mask
+    leading = np.cumsum(order, axis=1) == 0
+    assert leading.any()
+    np.testing.assert_allclose(trace["STM"], sequence, atol=1e-6)
+    np.testing.assert_allclose(trace["LTM"][:, -1], ltm, atol=1e-6)
+    for b, t in zip(*np.nonzero(leading)):
+        np.testing.assert_allclose(trace["LTM"][b, t], ltm0[b], atol=1e-6)
+
+
 def test_trace_of_stateful_layer_starts_from_its_states():
     x = np.random.default_rng(3).normal(size=(2, 6, 3)).astype("float32")
     layer = FourGateLSTM(4, stateful=True, return_sequences=True)
