@@ -108,7 +108,13 @@ def parse_args(argv=None):
 def load_windows(quick):
     """Returns the `(inputs, targets, last_values)` splits, the stats and
     the number of rows read."""
-    greensboro = argparse.Namespace(csv=None, data="greensboro")
+    greensboro = argparse.Namespace(
+        csv=None,
+        data="greensboro",
+        time_column=None,
+        target_column=None,
+        feature_columns=None,
+    )
     frame, time_column, target_column, features = temperature.load_dataset(greensboro)
     if quick:
         frame = frame.iloc[:QUICK_ROWS]

@@ -66,6 +66,11 @@ def main():
     parser.add_argument("--calls", type=_positive, default=5, help="profiled calls (5)")
     parser.add_argument("--top", type=_positive, default=25, help="kernels shown (25)")
     args = parser.parse_args()
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        parser.error(
+            "it profiles TensorFlow's kernels: run it with KERAS_BACKEND unset "
+            f"or tensorflow, not {os.environ['KERAS_BACKEND']!r}"
+        )
 
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_enable_xprof_traceme" not in flags:

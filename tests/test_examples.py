@@ -720,3 +720,15 @@ def test_two_workers_train_to_the_same_weights(tmp_path):
     # Only the chief exports.
     assert (tmp_path / "run" / "model.tflite").is_file()
     assert not (tmp_path / "run-worker1" / "model.tflite").exists()
+
+
+def test_mixed_precision_benchmark_reads_the_example_data():
+    # benchmarks/mixed_precision_loss.py reads its data with the temperature
+    # example's functions: a change to them broke it once (a missing flag).
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import mixed_precision_loss
+
+    splits, *_ = mixed_precision_loss.load_windows(quick=True)
+    (inputs, targets, last), *_ = splits
+    assert inputs.shape[1:] == (mixed_precision_loss.WINDOW, 7)
+    assert len(inputs) == len(targets) == len(last) > 0
