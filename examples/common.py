@@ -165,11 +165,14 @@ def download(fname, origin, cache_dir=None, extract=False):
     home = os.environ.get("KERAS_HOME", Path("~/.keras").expanduser())
     cached = Path(cache_dir or home) / "datasets" / fname
     # get_file extracts the archive again at every call (IMDB: 100,000
-    # files); a mark left after a whole extraction skips that.
+    # files); a mark left after a whole extraction skips that, as long as
+    # the archive is there (deleting a damaged one extracts afresh).
     extracted = cached.with_name(fname.split(".")[0] + "_extracted")
     done = extracted / ".extracted"
-    if extract and done.is_file():
+    if extract and done.is_file() and cached.is_file():
         return os.fspath(extracted)
+    if extract:
+        done.unlink(missing_ok=True)
     try:
         path = keras.utils.get_file(
             fname=fname,

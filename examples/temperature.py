@@ -84,22 +84,21 @@ def parse_args(argv):
 
 def load_dataset(args):
     """Returns `(frame, time_column, target_column, feature_columns)`."""
-    if args.csv is None:
-        given = [
-            flag
-            for flag, value in (
-                ("--time-column", args.time_column),
-                ("--target-column", args.target_column),
-                ("--feature-columns", args.feature_columns),
-            )
-            if value is not None
-        ]
-        if given:
-            raise ValueError(f"{', '.join(given)} apply only with --csv")
     if args.csv is not None:
         return load_csv(
             args.csv, args.time_column, args.target_column, args.feature_columns
         )
+    given = [
+        flag
+        for flag, value in (
+            ("--time-column", args.time_column),
+            ("--target-column", args.target_column),
+            ("--feature-columns", args.feature_columns),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply only with --csv")
     if args.data == "jena":
         return load_jena(args.cache_dir)
     frame = load_greensboro_weather()
@@ -208,6 +207,8 @@ def _check_numeric(frame, flag, column):
         return
     values = frame[column]
     bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+    if bad.empty:  # not text (say, time stamps): no single value to name
+        raise ValueError(f"{flag} {column!r} must be numeric, got {values.dtype}")
     raise ValueError(
         f"{flag} {column!r} must be numeric, got {bad.iloc[0]!r} on row "
         f"{bad.index[0] + 2} (row 1 is the header)"

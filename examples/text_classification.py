@@ -60,8 +60,9 @@ def load_ag_news(cache_dir=None, origin=AG_NEWS_URL):
             path, header=None, names=["class", "title", "description"], dtype=str
         )
         classes = pd.to_numeric(frame["class"], errors="coerce")
-        if not classes.isin(range(1, len(CLASSES) + 1)).all():
-            bad = frame["class"][~classes.isin(range(1, len(CLASSES) + 1))]
+        valid = classes.isin(range(1, len(CLASSES) + 1))
+        if not valid.all():
+            bad = frame["class"][~valid]
             raise common.damaged_download(
                 path,
                 f"classes must be 1 to 4, got {bad.iloc[0]!r} on line {bad.index[0] + 1}",

@@ -35,12 +35,16 @@ def tflite_ops(content: bytes) -> frozenset:
     return frozenset(_op_name(code) for code in model.operatorCodes or ())
 
 
+def _text(value):
+    """A flatbuffer string (bytes) as `str`."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _op_name(code):
     """The name of an `OperatorCodeT`, as `tflite_ops` gives it."""
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if builtin == schema.BuiltinOperator.CUSTOM:
-        custom = code.customCode
-        return custom.decode() if isinstance(custom, bytes) else str(custom)
+        return _text(code.customCode)
     return _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
@@ -258,10 +262,6 @@ class TFLiteModel:
 
     def __repr__(self):
         return f"TFLiteModel({self._path!r})"
-
-
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _describe(details):

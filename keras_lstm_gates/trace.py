@@ -96,13 +96,10 @@ def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) 
     # The activations lead the state: on a masked step the JAX backend's loop
     # repeats the first state as the output, so it must be the activations:
     # zero gates and the initial state, as the layer outputs `STM_0` there.
+    zeros = ops.zeros((batch_size, cell.units), dtype=inputs.dtype)
     start = {"LTM": initial_state[1], "STM": initial_state[0]}
     activations = ops.concatenate(
-        [
-            start.get(name, ops.zeros((batch_size, cell.units), dtype=inputs.dtype))
-            for name in GateActivations._fields
-        ],
-        axis=-1,
+        [start.get(name, zeros) for name in GateActivations._fields], axis=-1
     )
 
     def step(event, states):

@@ -526,6 +526,23 @@ def test_archive_is_extracted_once(tmp_path):
     assert "Edited after the extraction." not in first[review.parts[-3]][0]
 
 
+def test_deleted_archive_is_downloaded_and_extracted_again(tmp_path):
+    # What the "damaged" error asks: delete the archive and run again.
+    make_imdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
+    origin = (tmp_path / "aclImdb_v1.tar.gz").as_uri()
+    sentiment.load_imdb(tmp_path / "cache", origin=origin)
+    (tmp_path / "cache" / "datasets" / "aclImdb_v1.tar.gz").unlink()
+    with tarfile.open(tmp_path / "aclImdb_v1.tar.gz", "w:gz") as archive:
+        for split in ("train", "test"):
+            for label in ("pos", "neg"):
+                data = f"A new {split} {label} review.".encode()
+                info = tarfile.TarInfo(f"aclImdb/{split}/{label}/0_7.txt")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    texts, _ = sentiment.load_imdb(tmp_path / "cache", origin=origin)["test"]
+    assert "A new test pos review." in texts
+
+
 def test_failed_download_is_one_line_error(tmp_path, capsys, monkeypatch):
     missing = (tmp_path / "nowhere" / "aclImdb_v1.tar.gz").as_uri()
     monkeypatch.setattr(sentiment.load_imdb, "__defaults__", (None, missing))
