@@ -66,11 +66,7 @@ def _chain(model):
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        try:
-            layer_input = layer.input
-        except (AttributeError, ValueError):
-            layer_input = None
-        if layer_input is not current:
+        if _sole_input(layer) is not current:
             raise ValueError(
                 f"streaming=True: the model's layers must form a chain (each "
                 f"layer reads the previous one's output), but layer "
@@ -84,6 +80,27 @@ def _chain(model):
             "the model's output"
         )
     return layers
+
+
+def _sole_input(layer):
+    """The one tensor `layer` was called on in its model, or `None`.
+
+    The mask that Keras passes along with it (`mask=`, from an `Embedding`
+    or a `Masking` layer) is not another input: the step carries it. Any
+    other tensor argument (an `initial_state`, a second input) is.
+    """
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if len(nodes) != 1:
+        return None
+    arguments = nodes[0].arguments
+    if not arguments.args:
+        return None
+    first = arguments.args[0]
+    mask = arguments.kwargs.get("mask")
+    others = [t for t in arguments.keras_tensors if t is not first and t is not mask]
+    if others or (mask is not None and mask is not getattr(first, "_keras_mask", None)):
+        return None
+    return first
 
 
 def _plan(model):
@@ -210,7 +227,8 @@ class StepFunction:
                 # it was built for (`Normalization` broadcasts over it).
                 x = ops.expand_dims(x, 1)
                 if isinstance(layer, (keras.layers.Embedding, keras.layers.Masking)):
-                    mask = ops.squeeze(layer.compute_mask(x), 1)
+                    step_mask = layer.compute_mask(x)  # None: no mask_zero
+                    mask = None if step_mask is None else ops.squeeze(step_mask, 1)
                 x = ops.squeeze(layer(x, training=False), 1)
             elif kind == "layer":
                 x = layer(x, training=False)

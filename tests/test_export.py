@@ -290,6 +290,31 @@ def test_masking_layer_with_zero_output_for_mask(tmp_path):
     assert report.step_max_abs_diff <= FLOAT_TOLERANCE
 
 
+def _functional_text(mask_zero, vocab=30):
+    ids = keras.Input((TIME,), dtype="int32")
+    hidden = keras.layers.Embedding(vocab, 4, mask_zero=mask_zero)(ids)
+    hidden = FourGateLSTM(6, return_sequences=True)(hidden)
+    outputs = keras.layers.Dense(2)(FourGateLSTM(5)(hidden))
+    return _randomize(keras.Model(ids, outputs))
+
+
+@pytest.mark.parametrize("mask_zero", [True, False])
+def test_functional_text_model_streams(tmp_path, mask_zero):
+    """A functional chain: Keras passes the `Embedding`'s mask along as a
+    second tensor (`mask=`), which is no second input; without `mask_zero`
+    there is no mask, and padding is an ordinary token."""
+    keras.utils.set_random_seed(9)
+    model = _functional_text(mask_zero)
+    path = tmp_path / "functional.tflite"
+    report = export_tflite(model, path, batch_size=3, streaming=True)
+    ids = _token_ids(3, TIME, 30, seed=17)
+    expected = _keras(model, ids)
+    tflite = TFLiteModel(path)
+    np.testing.assert_allclose(tflite(ids), expected, atol=FLOAT_TOLERANCE)
+    np.testing.assert_allclose(_stream(tflite, ids)[-1], expected, atol=FLOAT_TOLERANCE)
+    assert report.step_max_abs_diff <= FLOAT_TOLERANCE
+
+
 # What is in the file.
 
 
@@ -814,6 +839,9 @@ def _unstreamable(name):
     elif name == "not_a_chain":
         hidden = FourGateLSTM(2, return_sequences=True)(inputs)
         outputs = FourGateLSTM(4)(keras.layers.Add()([inputs, hidden]))
+    elif name == "state_from_input":
+        first = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling1D()(inputs))
+        outputs = FourGateLSTM(4)(inputs, initial_state=[first, first])
     else:
         outputs = keras.layers.Dense(4)(inputs)
     return keras.Model(inputs, outputs)
@@ -827,6 +855,7 @@ def _unstreamable(name):
         ("other_rnn", "only the states of this package's FourGateLSTM"),
         ("mixes_time", "not known to act on each time step alone"),
         ("not_a_chain", "must form a chain"),
+        ("state_from_input", "must form a chain"),
         ("no_recurrent_layer", "no FourGateLSTM layer"),
     ],
 )
