@@ -83,6 +83,23 @@ def batch_major_inference():
         _tracing.batch_major = previous
 
 
+@contextlib.contextmanager
+def without_own_xla():
+    """Layers traced in this context compile nothing with XLA on their own.
+
+    For `export_saved_model` without `jit_compile`: a serving function
+    traced at a fixed batch size would otherwise hold the loops this module
+    compiles with XLA where the shapes are static, and a server without
+    XLA on CPU (TF Serving's default) cannot run them.
+    """
+    previous = getattr(_tracing, "no_xla", False)
+    _tracing.no_xla = True
+    try:
+        yield
+    finally:
+        _tracing.no_xla = previous
+
+
 def supports(cell, unroll, training):
     """Whether the layer may take this path.
 
@@ -184,8 +201,8 @@ def run(
     # loop made for XLA; inference in a traced function with static shapes
     # compiles with XLA.
     in_xla = in_xla_context()
-    xla = not (training or tf.executing_eagerly())
-    xla = in_xla or (xla and sequences.shape.is_fully_defined())
+    own_xla = not (tf.executing_eagerly() or getattr(_tracing, "no_xla", False))
+    xla = in_xla or (own_xla and not training and sequences.shape.is_fully_defined())
     mm_dtype = matmul_dtype(compute_dtype, xla=xla)
     units = recurrent_kernel.shape[0]
     batch, steps = sequences.shape[0], sequences.shape[1]
@@ -218,7 +235,7 @@ def run(
     # Not eagerly: a tape around an eager call of a compiled function asks
     # for the loop's intermediates, which cannot leave XLA (TensorFlow's
     # "TensorList crossing the XLA/TF boundary").
-    compile_loops = not (in_xla or tf.executing_eagerly()) and mm_dtype == dtype
+    compile_loops = own_xla and not in_xla and mm_dtype == dtype
     compile_loops = wide and compile_loops and sequences.shape.is_fully_defined()
     if training and ((in_xla and (wide or not projected)) or compile_loops):
         weights = cast([gate_order(w) for w in (kernel, recurrent_kernel, bias)])
@@ -1003,6 +1020,8 @@ def _step_function(function, units):
     measured 1.16x, so it always keeps separate ops.
     """
     if units > JIT_STEP_MAX_UNITS or in_xla_context():  # XLA compiles it anyway
+        return function
+    if getattr(_tracing, "no_xla", False):
         return function
     return _jit(function)
 

@@ -26,6 +26,11 @@ from keras_lstm_gates.tflite import tflite_ops
 
 QUANTIZE_OPTIONS = (None, "dynamic", "float16", "int8")
 
+# What an exported SavedModel directory holds; overwriting replaces these only.
+_SAVED_MODEL_ENTRIES = frozenset(
+    {"saved_model.pb", "saved_model.pbtxt", "variables", "assets", "fingerprint.pb"}
+)
+
 # The probe input on which an export is compared with the Keras model.
 _PROBE_SEED = 1234
 _PROBE_TIME_STEPS = 8
@@ -41,7 +46,10 @@ class TFLiteExport:
         ops: The set of TFLite op names in the file (every subgraph).
         max_abs_diff: Largest absolute difference between the file's
             `serving_default` output, run in the LiteRT interpreter, and the
-            Keras model's output, on a seeded random probe input.
+            Keras model's output, on a seeded random probe input (for
+            `quantize="int8"`, the first `batch_size` samples of
+            `representative_data`: the ranges were calibrated for such
+            inputs, and random ones may lie far outside them).
         step_max_abs_diff: For a streaming export, the same for the `step`
             signature fed the probe one step at a time (every step's output
             for a sequence output, else the output after the last step);
@@ -95,13 +103,15 @@ def export_saved_model(
         model: A built Keras model with one input and one output.
         path: The directory to write. It must not exist unless
             `overwrite=True`, which replaces an earlier SavedModel or an
-            empty directory (never one holding other files); its parent must
+            empty directory (never one holding other files, nor a SavedModel
+            directory holding more, such as `assets.extra/`); its parent must
             exist.
         batch_size: Fixed batch size of the signature, or `None` (default)
             for any batch size.
         jit_compile: If `True`, the serving function is compiled with XLA
             (`tf.function(jit_compile=True)`), e.g. for GPU serving.
-            Default: `False`.
+            Default: `False`: nothing in the file is compiled with XLA, also
+            at a fixed `batch_size`, so a server without XLA runs it.
         overwrite: Whether to replace an existing `path` (an earlier
             SavedModel). Default: `False`.
 
@@ -122,7 +132,13 @@ def export_saved_model(
     _check_model("export_saved_model", model)
     batch_size = _check_batch_size("export_saved_model", batch_size, allow_none=True)
     path = _check_target("export_saved_model", path, overwrite, directory=True)
-    with _atomic_target(path, directory=True) as staging:
+    from keras_lstm_gates import _fused  # imports TensorFlow: only once checked
+
+    # Without `jit_compile`, nothing in the file is compiled with XLA: not
+    # even the loops a layer compiles on its own where shapes are static
+    # (a fixed `batch_size`), which a server without XLA could not run.
+    no_xla = contextlib.nullcontext() if jit_compile else _fused.without_own_xla()
+    with _atomic_target(path, directory=True) as staging, no_xla:
         _write_saved_model(model, staging, batch_size, jit_compile=bool(jit_compile))
     return path
 
@@ -157,7 +173,8 @@ def export_tflite(
       `L_ltm` out. Start from zero states (`TFLiteModel.initial_states()`).
 
     After writing, the file runs in the LiteRT interpreter on a seeded random
-    probe input and the result is compared with the Keras model.
+    probe input (for `"int8"`, the first `batch_size` samples of
+    `representative_data`) and the result is compared with the Keras model.
 
     Args:
         model: A built Keras model with one input and one output.
@@ -252,7 +269,12 @@ def export_tflite(
     with _atomic_target(path, directory=False) as staging:
         with open(staging, "wb") as f:
             f.write(content)
-        max_abs_diff, step_max_abs_diff = _measure(model, staging, batch_size, step)
+        probe = (
+            None if representative_data is None else representative_data[:batch_size]
+        )
+        max_abs_diff, step_max_abs_diff = _measure(
+            model, staging, batch_size, step, probe
+        )
     return TFLiteExport(
         path=path,
         size_bytes=len(content),
@@ -396,6 +418,13 @@ def _check_target(function, path, overwrite, directory):
                 f"({shown}); overwriting replaces only an earlier SavedModel "
                 "or an empty directory"
             )
+        others = [name for name in names if name not in _SAVED_MODEL_ENTRIES]
+        if others:
+            raise FileExistsError(
+                f"{function}: the SavedModel directory {path!r} also holds "
+                f"{', '.join(others)}, which overwriting would delete; move "
+                "them out first, or export to another directory"
+            )
     return path
 
 
@@ -408,6 +437,10 @@ def _atomic_target(path, directory):
     """
     parent, name = os.path.split(path)
     staging = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent)
+    if directory:
+        # mkdtemp makes it 0700; a SavedModel is read by servers running as
+        # other users, so it gets the mode `os.mkdir` would give it.
+        os.chmod(staging, 0o777 & ~_umask())
     target = staging if directory else os.path.join(staging, name)
     try:
         yield target
@@ -423,6 +456,12 @@ def _atomic_target(path, directory):
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging)
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _all_layers(layer):
@@ -653,9 +692,10 @@ def _probe(model, batch_size):
     return probe.astype(dtype)
 
 
-def _measure(model, path, batch_size, step):
-    """Runs the file against the Keras model on the probe input."""
-    probe = _probe(model, batch_size)
+def _measure(model, path, batch_size, step, probe=None):
+    """Runs the file against the Keras model on `probe` (default: `_probe`)."""
+    if probe is None:
+        probe = _probe(model, batch_size)
     expected = keras.ops.convert_to_numpy(model(probe, training=False))
     exported = TFLiteModel(path)
     max_abs_diff = _max_abs_diff(exported(probe), expected)

@@ -1,5 +1,6 @@
 """`TFLiteModel`: run an exported `.tflite` file with the LiteRT interpreter."""
 
+import numbers
 import os
 
 import numpy as np
@@ -73,6 +74,15 @@ class TFLiteModel:
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        if num_threads is not None and (
+            isinstance(num_threads, bool)
+            or not isinstance(num_threads, numbers.Integral)
+            or num_threads < 1
+        ):
+            raise ValueError(
+                f"TFLiteModel: num_threads must be a positive int or None, "
+                f"got {num_threads!r}"
+            )
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"TFLiteModel: path {path!r} is not a file")
@@ -80,7 +90,8 @@ class TFLiteModel:
             content = f.read()
         try:
             self._interpreter = Interpreter(
-                model_content=content, num_threads=num_threads
+                model_content=content,
+                num_threads=None if num_threads is None else int(num_threads),
             )
         except ValueError as error:
             raise ValueError(

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -489,6 +490,21 @@ def test_quantized_export_runs_within_tolerance(
     assert not [op for op in report.ops if op.startswith("Flex")]
 
 
+def test_int8_report_measures_on_the_calibration_data(tmp_path):
+    """The int8 file's ranges fit `representative_data`; a random probe far
+    outside them (standard normal against data in [0, 1]) overstated the
+    error 30-100x, so the report measures on the data's first batch."""
+    keras.utils.set_random_seed(4)
+    model = _single("classic")
+    data = np.random.default_rng(23).random((32, TIME, FEATURES)).astype("float32")
+    path = tmp_path / "int8.tflite"
+    report = export_tflite(
+        model, path, batch_size=2, quantize="int8", representative_data=data
+    )
+    actual = np.max(np.abs(TFLiteModel(path)(data[:2]) - _keras(model, data[:2])))
+    assert report.max_abs_diff == pytest.approx(actual, rel=1e-6)
+
+
 @pytest.mark.parametrize("wrapper", ["bidirectional", "inner_model", "keras_lstm"])
 def test_int8_export_unrolls_nested_recurrent_layers(tmp_path, wrapper):
     # The calibrator crashes the process on a WHILE loop: every recurrent
@@ -579,7 +595,8 @@ def saved_models(tmp_path_factory):
     directory = tmp_path_factory.mktemp("saved")
     plain = export_saved_model(model, directory / "plain")
     jit = export_saved_model(model, directory / "jit", jit_compile=True, batch_size=3)
-    return model, plain, jit
+    fixed = export_saved_model(model, directory / "fixed", batch_size=3)
+    return SimpleNamespace(model=model, plain=plain, jit=jit, fixed=fixed)
 
 
 _RELOAD = """
@@ -595,11 +612,11 @@ print(json.dumps(out))
 
 
 def test_saved_model_reloads_in_fresh_process(saved_models):
-    model, plain, jit = saved_models
+    paths = [saved_models.plain, saved_models.jit, saved_models.fixed]
     ids = _token_ids(3, TIME, 30, seed=30)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
-        [sys.executable, "-c", _RELOAD, json.dumps(ids.tolist()), plain, jit],
+        [sys.executable, "-c", _RELOAD, json.dumps(ids.tolist()), *paths],
         capture_output=True,
         text=True,
         env=env,
@@ -608,8 +625,8 @@ def test_saved_model_reloads_in_fresh_process(saved_models):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = _keras(model, ids)
-    for path in (plain, jit):
+    expected = _keras(saved_models.model, ids)
+    for path in paths:
         np.testing.assert_allclose(outputs[path], expected, atol=1e-6)
 
 
@@ -624,17 +641,18 @@ def _xla_flags(path):
 
 
 def test_jit_compile_makes_serving_function_xla(saved_models):
-    _, plain, jit = saved_models
-    assert any(_xla_flags(jit))
-    assert not any(_xla_flags(plain))
+    assert any(_xla_flags(saved_models.jit))
+    assert not any(_xla_flags(saved_models.plain))
+    # At a fixed batch size too, where the layer would compile its loops
+    # with XLA on its own: a server without XLA on CPU could not run them.
+    assert not any(_xla_flags(saved_models.fixed))
 
 
 def test_saved_model_batch_size(saved_models):
     import tensorflow as tf
 
-    _, plain, jit = saved_models
-    any_batch = tf.saved_model.load(plain).signatures["serving_default"]
-    fixed = tf.saved_model.load(jit).signatures["serving_default"]
+    any_batch = tf.saved_model.load(saved_models.plain).signatures["serving_default"]
+    fixed = tf.saved_model.load(saved_models.jit).signatures["serving_default"]
     assert any_batch.structured_input_signature[1]["inputs"].shape.as_list() == [
         None,
         TIME,
@@ -692,6 +710,29 @@ def test_overwrite_never_deletes_a_directory_of_other_files(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     export_saved_model(tiny, tmp_path / "empty", overwrite=True)
     assert (tmp_path / "empty" / "saved_model.pb").is_file()
+
+
+def test_overwrite_keeps_files_beside_a_saved_model(tiny, tmp_path):
+    # TF Serving reads warm-up requests from assets.extra/ inside the
+    # SavedModel: a new export must not delete them silently.
+    path = tmp_path / "sm"
+    export_saved_model(tiny, path)
+    (path / "assets.extra").mkdir()
+    (path / "assets.extra" / "tf_serving_warmup_requests").write_text("keep")
+    with pytest.raises(FileExistsError, match="also holds assets.extra"):
+        export_saved_model(tiny, path, overwrite=True)
+    warmup = path / "assets.extra" / "tf_serving_warmup_requests"
+    assert warmup.read_text() == "keep"
+
+
+def test_saved_model_directory_mode_follows_umask(tiny, tmp_path):
+    # Not tempfile's 0700: a server running as another user reads it.
+    old = os.umask(0o022)
+    try:
+        path = export_saved_model(tiny, tmp_path / "sm")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o755
 
 
 def test_saved_model_never_replaces_a_file(tiny, tmp_path):

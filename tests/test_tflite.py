@@ -108,6 +108,22 @@ def test_not_a_tflite_file(tmp_path):
         TFLiteModel(path)
 
 
+@pytest.mark.parametrize("num_threads", [0, -2, 1.5, True])
+def test_bad_num_threads_is_named(files, num_threads):
+    # Not blamed on the file ("is not a readable .tflite file").
+    _, path, _ = files
+    with pytest.raises(ValueError, match="num_threads must be a positive int"):
+        TFLiteModel(path, num_threads=num_threads)
+
+
+def test_num_threads(files):
+    _, path, _ = files
+    x = _x(3)
+    np.testing.assert_array_equal(
+        TFLiteModel(path, num_threads=2)(x), TFLiteModel(path)(x)
+    )
+
+
 def test_step_needs_a_streaming_export(files):
     _, _, plain = files
     with pytest.raises(ValueError, match="no signature 'step'.*streaming=True"):
