@@ -67,25 +67,32 @@ def _check_paths(args):
         raise ValueError(f"model file {path!r} must be a .keras file")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"model file {path!r} is not a .keras archive (a zip file)")
-    model = os.path.abspath(path)
+    # Real paths: a folder reached through a link is still the same folder.
+    model = os.path.realpath(path)
+    if args.saved_model and args.tflite:
+        saved_model = os.path.realpath(args.saved_model)
+        tflite = os.path.realpath(args.tflite)
+        if tflite == saved_model or tflite.startswith(saved_model + os.sep):
+            raise ValueError(
+                f"--tflite {args.tflite!r} would be written into --saved-model "
+                f"{args.saved_model!r}; give two separate paths"
+            )
     for option, target, directory in (
         ("--saved-model", args.saved_model, True),
         ("--tflite", args.tflite, False),
     ):
         if not target:
             continue
-        absolute = os.path.abspath(target)
-        if absolute == model or (directory and model.startswith(absolute + os.sep)):
+        real = os.path.realpath(target)
+        if real == model or (directory and model.startswith(real + os.sep)):
             raise ValueError(
                 f"{option} {target!r} would replace the model file {path!r} itself"
             )
-        if not os.path.lexists(target):
-            continue
-        if not args.overwrite:
+        if os.path.lexists(target) and not args.overwrite:
             raise FileExistsError(
                 f"{option} {target!r} already exists; pass --overwrite to replace it"
             )
-        from keras_lstm_gates import export  # what --overwrite may replace
+        from keras_lstm_gates import export  # its checks: parent folder, overwrite
 
         export._check_target(option, target, True, directory=directory)
 
@@ -113,24 +120,37 @@ def _export(args):
     import keras_lstm_gates.export as export
 
     model = _load_model(args.model)
-    if args.saved_model:
-        path = export.export_saved_model(
-            model,
-            args.saved_model,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-        )
-        print(f"wrote SavedModel {path} (signature serving_default)")
-    if args.tflite:
-        report = export.export_tflite(
-            model,
-            args.tflite,
-            batch_size=1 if args.batch_size is None else args.batch_size,
-            quantize=args.quantize,
-            streaming=args.streaming,
-            overwrite=args.overwrite,
-        )
-        print(report)
+    # The TFLite file first: it is what a model may be refused for (a layer
+    # that cannot stream, an op with no TFLite builtin), before anything is
+    # written. Should the SavedModel then fail, the new file is removed: a
+    # failed command leaves no new output behind.
+    lines, written = [], []
+    try:
+        if args.tflite:
+            new = not os.path.lexists(args.tflite)
+            report = export.export_tflite(
+                model,
+                args.tflite,
+                batch_size=1 if args.batch_size is None else args.batch_size,
+                quantize=args.quantize,
+                streaming=args.streaming,
+                overwrite=args.overwrite,
+            )
+            written += [report.path] if new else []
+            lines.append(str(report))
+        if args.saved_model:
+            path = export.export_saved_model(
+                model,
+                args.saved_model,
+                batch_size=args.batch_size,
+                overwrite=args.overwrite,
+            )
+            lines.insert(0, f"wrote SavedModel {path} (signature serving_default)")
+    except BaseException:
+        for path in written:
+            os.remove(path)
+        raise
+    print("\n".join(lines))
 
 
 def main(argv=None) -> int:

@@ -135,6 +135,80 @@ def test_overwrite_never_replaces_the_model_or_a_directory(
     assert sorted(os.listdir(tmp_path)) == ["runs"]
 
 
+def test_model_reached_through_a_linked_folder_is_not_replaced(
+    model_file, tmp_path, capsys
+):
+    _, path = model_file
+    real = tmp_path / "real"
+    real.mkdir()
+    model = real / "m.keras"
+    model.write_bytes(open(path, "rb").read())
+    (tmp_path / "link").symlink_to(real)
+    for option in ("--tflite", "--saved-model"):
+        target = tmp_path / "link" / ("m.keras" if option == "--tflite" else "")
+        argv = ["export", str(model), option, str(target), "--overwrite"]
+        assert main(argv) == 1
+        assert "would replace the model file" in capsys.readouterr().err
+    assert model.read_bytes() == open(path, "rb").read()
+
+
+def _bidirectional_file(directory):
+    model = keras.Sequential(
+        [keras.Input((6, 2)), keras.layers.Bidirectional(FourGateLSTM(3))]
+    )
+    path = directory / "bi.keras"
+    model.save(path)
+    return str(path)
+
+
+def test_no_output_is_written_when_one_is_refused(model_file, tmp_path, capsys):
+    _, path = model_file
+    out = tmp_path / "out"
+    out.mkdir()
+    bidirectional = _bidirectional_file(tmp_path)
+    sm, tflite = str(out / "sm"), str(out / "m.tflite")
+    for argv, message in [
+        (
+            [path, "--saved-model", sm, "--tflite", str(out / "no" / "m.tflite")],
+            "does not exist",
+        ),
+        ([path, "--saved-model", sm, "--tflite", sm], "two separate paths"),
+        (
+            [path, "--saved-model", sm, "--tflite", sm + "/m.tflite"],
+            "two separate paths",
+        ),
+        (
+            [bidirectional, "--saved-model", sm, "--tflite", tflite, "--streaming"],
+            "cannot stream",
+        ),
+    ]:
+        assert main(["export", *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (argv, err)
+        assert os.listdir(out) == [], argv
+
+
+def test_failed_saved_model_removes_the_new_tflite_file(
+    model_file, tmp_path, capsys, monkeypatch
+):
+    from keras_lstm_gates import export
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export, "export_saved_model", fail)
+    _, path = model_file
+    argv = [
+        "--saved-model",
+        str(tmp_path / "sm"),
+        "--tflite",
+        str(tmp_path / "m.tflite"),
+    ]
+    assert main(["export", path, *argv]) == 1
+    assert "disk full" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
 def test_model_path_that_is_a_directory(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--tflite", str(tmp_path / "m.tflite")]) == 1
     err = capsys.readouterr().err
