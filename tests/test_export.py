@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from types import SimpleNamespace
 
 import keras
@@ -904,6 +905,25 @@ def test_unstreamable_model_is_refused(tmp_path, name, reason):
     with pytest.raises(ValueError, match=reason):
         export_tflite(_unstreamable(name), tmp_path / "m.tflite", streaming=True)
     assert os.listdir(tmp_path) == []
+
+
+def test_float32_file_far_from_keras_is_warned_about(tmp_path):
+    # The converter gets TimeDistributed(Flatten()) wrong (keras.layers.LSTM
+    # behind it too): the number in the report alone is easy to miss.
+    keras.utils.set_random_seed(10)
+    inputs = keras.Input((None, 4, 2))
+    hidden = keras.layers.TimeDistributed(keras.layers.Flatten())(inputs)
+    model = keras.Model(inputs, FourGateLSTM(5)(hidden))
+    with pytest.warns(UserWarning, match="differs from the Keras model by"):
+        report = export_tflite(model, tmp_path / "m.tflite")
+    assert report.max_abs_diff > 1e-4
+
+
+def test_exact_float32_export_does_not_warn(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        report = export_tflite(_single("projected"), tmp_path / "m.tflite")
+    assert report.max_abs_diff <= FLOAT_TOLERANCE
 
 
 def test_bidirectional_exports_without_streaming(tmp_path):
