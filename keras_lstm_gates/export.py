@@ -50,8 +50,9 @@ class TFLiteExport:
         ops: The set of TFLite op names in the file (every subgraph).
         max_abs_diff: Largest absolute difference between the file's
             `serving_default` output, run in the LiteRT interpreter, and the
-            Keras model's output, on a seeded random probe input (for
-            `quantize="int8"`, the first `batch_size` samples of
+            Keras model's output, on a seeded random probe input (drawn at
+            the mean and variance of a `Normalization` layer the model
+            begins with; for `quantize="int8"`, the first `batch_size` samples of
             `representative_data`: the ranges were calibrated for such
             inputs, and random ones may lie far outside them).
         step_max_abs_diff: For a streaming export, the same for the `step`
@@ -685,14 +686,26 @@ def _zero_states(step, batch_size):
 
 
 def _probe(model, batch_size):
-    """A seeded random input for `model`; token ids end in 0-padding."""
+    """A seeded random input for `model`; token ids end in 0-padding.
+
+    Float inputs are standard normal, or, where the model begins with a
+    `Normalization` layer, drawn at its mean and variance: raw values the
+    model expects (pressure near 986 hPa, say), not ones it would saturate
+    on, where any conversion error would hide.
+    """
     rng = np.random.default_rng(_PROBE_SEED)
     keras_input = model.inputs[0]
     time = keras_input.shape[1] or _PROBE_TIME_STEPS
     shape = (batch_size, time) + tuple(keras_input.shape[2:])
     dtype = keras_input.dtype
     if not np.issubdtype(np.dtype(dtype), np.integer):
-        return rng.standard_normal(shape).astype(dtype)
+        probe = rng.standard_normal(shape)
+        mean, variance = _input_normalization(model)
+        try:
+            probe = mean + np.sqrt(np.maximum(variance, 0.0)) * probe
+        except ValueError:  # not broadcastable to the input: keep N(0, 1)
+            pass
+        return probe.astype(dtype)
     embeddings = [
         layer
         for layer in _all_layers(model)
@@ -705,6 +718,25 @@ def _probe(model, batch_size):
     for row, length in enumerate(lengths):
         probe[row, length:] = 0
     return probe.astype(dtype)
+
+
+def _input_normalization(model):
+    """`(mean, variance)` of a `Normalization` layer reading the model's
+    input, or `(0, 1)`."""
+    for layer in _all_layers(model):
+        nodes = getattr(layer, "_inbound_nodes", None) or []
+        if (
+            isinstance(layer, keras.layers.Normalization)
+            and not layer.invert
+            and len(nodes) == 1
+            and nodes[0].arguments.args
+            and nodes[0].arguments.args[0] is model.inputs[0]
+        ):
+            return (
+                keras.ops.convert_to_numpy(layer.mean).astype("float64"),
+                keras.ops.convert_to_numpy(layer.variance).astype("float64"),
+            )
+    return 0.0, 1.0
 
 
 def _measure(model, path, batch_size, step, probe=None):

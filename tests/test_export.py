@@ -907,6 +907,25 @@ def test_unstreamable_model_is_refused(tmp_path, name, reason):
     assert os.listdir(tmp_path) == []
 
 
+def test_probe_looks_like_the_raw_data_a_normalization_layer_expects():
+    # A standard-normal probe is ~150 standard deviations from a pressure of
+    # 986 hPa: every gate saturates, and the report would check nothing.
+    mean, variance = np.array([0.0, 986.0, -5.0]), np.array([1.0, 40.0, 0.25])
+    model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            keras.layers.Normalization(mean=mean, variance=variance),
+            FourGateLSTM(4),
+        ]
+    )
+    probe = export_module._probe(model, 64).reshape(-1, FEATURES)
+    np.testing.assert_allclose(probe.mean(axis=0), mean, atol=0.5)
+    np.testing.assert_allclose(probe.std(axis=0), np.sqrt(variance), rtol=0.15)
+    # Without a Normalization layer first, the probe stays standard normal.
+    plain = export_module._probe(_single("classic"), 64).reshape(-1, FEATURES)
+    np.testing.assert_allclose(plain.mean(axis=0), 0.0, atol=0.2)
+
+
 def test_float32_file_far_from_keras_is_warned_about(tmp_path):
     # The converter gets TimeDistributed(Flatten()) wrong (keras.layers.LSTM
     # behind it too): the number in the report alone is easy to miss.
