@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -40,7 +41,8 @@ def build_parser(task, description, *, epochs, batch_size, units):
 
     Args:
         task: The task's name, for the default output folder `runs/<task>`.
-        description: The text of `--help`.
+        description: The example's module docstring: its `Title:` and
+            `Description:` lines become the text of `--help`.
         epochs: Default of `--epochs`.
         batch_size: Default of `--batch-size`.
         units: Default of `--units`.
@@ -50,13 +52,27 @@ def build_parser(task, description, *, epochs, batch_size, units):
     """
     parser = argparse.ArgumentParser(
         prog=f"{task}.py",
-        description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=_help_text(description),
+        formatter_class=_DefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=positive_int, default=epochs)
-    parser.add_argument("--batch-size", type=positive_int, default=batch_size)
-    parser.add_argument("--units", type=positive_int, default=units)
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=epochs,
+        help="most epochs to train (early stopping may end sooner)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=batch_size, help="samples per step"
+    )
+    parser.add_argument(
+        "--units", type=positive_int, default=units, help="size of the LSTM state"
+    )
+    parser.add_argument(
+        "--seed",
+        type=seed_int,
+        default=1337,
+        help="seed of the weights, the data split and dropout",
+    )
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -92,6 +108,33 @@ def build_parser(task, description, *, epochs, batch_size, units):
         help="where downloads are cached (default: ~/.keras)",
     )
     return parser
+
+
+def _help_text(docstring):
+    """The `Title:` and `Description:` of a keras.io-style docstring, as one
+    paragraph."""
+    header = " ".join(docstring.strip().split("\n\n")[0].split())
+    title, _, description = header.partition(" Description: ")
+    if not description:
+        return header
+    return f"{title.removeprefix('Title: ')}. {description}"
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults in `--help`, but not `None` (the help says what then)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def seed_int(text):
+    """An `argparse` type: a seed for `keras.utils.set_random_seed`."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32 - 1], got {value}")
+    return value
 
 
 def positive_int(text):
@@ -251,7 +294,7 @@ def quick_settings(args):
         args.epochs = QUICK_EPOCHS
 
 
-def train(model, train_data, validation_data, args):
+def train(model, train_data, validation_data, args, kind=None):
     """Fits `model` with early stopping on the validation loss.
 
     Args:
@@ -259,6 +302,8 @@ def train(model, train_data, validation_data, args):
         train_data: `(x, y)` NumPy arrays of the training split.
         validation_data: `(x, y)` NumPy arrays of the validation split.
         args: The parsed command line (`epochs`, `batch_size`, `patience`).
+        kind: The model's kind (`"four_gate"`, `"keras_lstm"`), printed as a
+            heading above Keras's progress bars.
 
     Returns:
         The `keras.callbacks.History`; the model holds the weights of the
@@ -269,6 +314,8 @@ def train(model, train_data, validation_data, args):
         patience=args.patience,
         restore_best_weights=True,
     )
+    if kind is not None:
+        print(f"\nTraining {MODEL_NAMES.get(kind, kind)}")
     return model.fit(
         *train_data,
         validation_data=validation_data,
@@ -277,6 +324,28 @@ def train(model, train_data, validation_data, args):
         callbacks=[early_stopping],
         verbose=1 if os.isatty(1) else 2,
     )
+
+
+def snapshot(folder):
+    """The names in `folder` and their modification times, to compare with
+    later (`report_written`)."""
+    folder = Path(folder)
+    return (
+        {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+        if folder.is_dir()
+        else {}
+    )
+
+
+def report_written(folder, before):
+    """Prints what this run wrote in `folder` (new or changed since the
+    `snapshot` `before`), and what was already there and kept."""
+    now = snapshot(folder)
+    written = sorted(n for n, t in now.items() if before.get(n) != t)
+    kept = sorted(n for n in now if n not in written)
+    print(f"\nWrote {folder}: {', '.join(written)}")
+    if kept:
+        print(f"Kept from before in {folder}: {', '.join(kept)}")
 
 
 def write_metrics(metrics, output_dir):
@@ -316,6 +385,11 @@ def export_model(model, output_dir, *, streaming=False, saved_model=True):
 
     output_dir = Path(output_dir)
     results = {}
+    print(
+        "\nExporting "
+        + ("the SavedModel and " if saved_model else "")
+        + "the TFLite file"
+    )
     if saved_model:
         path = export_saved_model(model, output_dir / "saved_model", overwrite=True)
         results["saved_model"] = str(path)
@@ -346,14 +420,18 @@ def plot_history(histories, path):
         name = MODEL_NAMES.get(kind, kind)
         loss = history.history["loss"]
         epochs = np.arange(1, len(loss) + 1)
-        axes.plot(epochs, loss, color=color, label=f"{name} train")
+        # Markers: a run of one epoch (`--quick`) is a point, not a line.
+        axes.plot(epochs, loss, color=color, marker="o", label=f"{name} train")
         axes.plot(
             epochs,
             history.history["val_loss"],
             color=color,
             linestyle="--",
+            marker="o",
             label=f"{name} validation",
         )
+    locator = matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1)
+    axes.xaxis.set_major_locator(locator)
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")
     axes.legend()

@@ -30,7 +30,7 @@ CLASSES = ["negative", "positive"]
 def parse_args(argv):
     parser = common.build_parser(
         "sentiment",
-        __doc__.split("\n\n")[0].strip(),
+        __doc__,
         epochs=10,
         batch_size=64,
         units=64,
@@ -69,6 +69,7 @@ def load_imdb(cache_dir=None, origin=IMDB_URL):
 
 def load_dataset(args):
     """`{train, val, test: (texts, label ids)}`; sets `args.classes`."""
+    text_pipeline.check_column_flags(args)
     if args.csv is not None:
         return text_pipeline.split_csv(args, exactly=2)
     imdb = load_imdb(args.cache_dir)

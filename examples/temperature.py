@@ -46,12 +46,17 @@ SPLITS = (0.70, 0.15, 0.15)
 def parse_args(argv):
     parser = common.build_parser(
         "temperature",
-        __doc__.split("\n\n")[0].strip(),
+        __doc__,
         epochs=60,
         batch_size=64,
         units=64,
     )
-    parser.add_argument("--data", choices=("greensboro", "jena"), default="greensboro")
+    parser.add_argument(
+        "--data",
+        choices=("greensboro", "jena"),
+        default=None,
+        help="the dataset, without --csv (default: greensboro, shipped offline)",
+    )
     parser.add_argument("--time-column", help="with --csv: the time stamps")
     parser.add_argument("--target-column", help="with --csv: the value to forecast")
     parser.add_argument(
@@ -85,6 +90,13 @@ def parse_args(argv):
 def load_dataset(args):
     """Returns `(frame, time_column, target_column, feature_columns)`."""
     if args.csv is not None:
+        ignored = [
+            flag
+            for flag, value in (("--data", args.data), ("--cache-dir", args.cache_dir))
+            if value is not None
+        ]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} do not apply with --csv")
         return load_csv(
             args.csv, args.time_column, args.target_column, args.feature_columns
         )
@@ -375,6 +387,7 @@ def main(argv=None):
         if worker:
             output_dir = output_dir.with_name(f"{output_dir.name}-worker{worker}")
         output_dir = common.prepare_output_dir(output_dir, args.overwrite)
+        before = common.snapshot(output_dir)
     except common.INPUT_ERRORS as error:
         common.exit_with_error(parser, error)
     keras.utils.set_random_seed(args.seed)
@@ -466,9 +479,7 @@ def main(argv=None):
             else []
         ),
     )
-    print(
-        f"\nWrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}"
-    )
+    common.report_written(output_dir, before)
     return metrics
 
 
@@ -487,7 +498,7 @@ def train_model(kind, strategy, train, val, stats, args):
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         history = fit_across_workers(model, strategy, train, val, args)
     else:
-        history = common.train(model, train, val, args)
+        history = common.train(model, train, val, args, kind)
     copy = build_model(train[0].shape[1:], stats, args.units, kind)
     copy.set_weights(model.get_weights())
     # The optimizer's state too, so that the saved model resumes training

@@ -32,7 +32,7 @@ CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 def parse_args(argv):
     parser = common.build_parser(
         "text_classification",
-        __doc__.split("\n\n")[0].strip(),
+        __doc__,
         epochs=10,
         batch_size=64,
         units=64,
@@ -75,6 +75,7 @@ def load_ag_news(cache_dir=None, origin=AG_NEWS_URL):
 
 def load_dataset(args):
     """`{train, val, test: (texts, label ids)}`; sets `args.classes`."""
+    text_pipeline.check_column_flags(args)
     if args.csv is not None:
         return text_pipeline.split_csv(args)
     ag_news = load_ag_news(args.cache_dir)

@@ -7,6 +7,8 @@ strings, and the per-class metrics.
 """
 
 import collections
+import os
+import re
 from pathlib import Path
 
 import common
@@ -58,6 +60,9 @@ def read_labelled_csv(path, text_column="text", label_column="label"):
 def encode_labels(labels, *, exactly=None):
     """Maps labels to ints `0..n-1` in sorted order of the class names.
 
+    Integer labels sort as numbers (`"2"` before `"10"`), so that output `k`
+    of the model is label `k` for labels `0..n-1`; others sort as text.
+
     Args:
         labels: Array of class names.
         exactly: If given, the number of classes the task needs.
@@ -66,15 +71,20 @@ def encode_labels(labels, *, exactly=None):
         `(ids, classes)`: int32 ids and the sorted class names.
     """
     classes, ids = np.unique(labels, return_inverse=True)
+    if all(re.fullmatch(r"[+-]?\d+", str(c)) for c in classes):
+        order = np.argsort([int(c) for c in classes], kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        classes, ids = classes[order], rank[ids]
     if len(classes) < 2:
         raise ValueError(
             f"the label column must hold at least 2 classes, got {len(classes)}: "
-            f"{list(classes)}"
+            f"{[str(c) for c in classes]}"
         )
     if exactly is not None and len(classes) != exactly:
         raise ValueError(
             f"the label column must hold exactly {exactly} classes, got "
-            f"{len(classes)}: {list(classes)[:10]}"
+            f"{len(classes)}: {[str(c) for c in classes[:10]]}"
         )
     return ids.astype("int32"), [str(c) for c in classes]
 
@@ -193,8 +203,17 @@ class TextVectorizer:
         )
 
     def save_vocabulary(self, path):
-        """Writes one token per line; the line number is the token id."""
-        Path(path).write_text("\n".join([PAD, OOV, *self.vocabulary]) + "\n")
+        """Writes one token per line, in UTF-8; the line number is the id.
+
+        Written beside `path` first and renamed onto it, so a failure never
+        leaves a truncated vocabulary behind a previous run's model.
+        """
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(
+            "\n".join([PAD, OOV, *self.vocabulary]) + "\n", encoding="utf-8"
+        )
+        os.replace(partial, path)
 
 
 def tokenize(texts):
@@ -322,6 +341,7 @@ def run(args, splits, vectorizer, title):
     """
     classes = args.classes
     output_dir = args.output_dir
+    before = common.snapshot(output_dir)
     keras.utils.set_random_seed(args.seed)
 
     ids = {name: vectorizer.transform(texts) for name, (texts, _) in splits.items()}
@@ -408,9 +428,7 @@ def run(args, splits, vectorizer, title):
             for name, row in metrics["per_class"].items()
         ],
     )
-    print(
-        f"\nWrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}"
-    )
+    common.report_written(output_dir, before)
     return metrics
 
 
@@ -425,7 +443,7 @@ def train_text_model(kind, vectorizer, ids, labels, args):
         kind,
     )
     history = common.train(
-        model, (ids["train"], labels["train"]), (ids["val"], labels["val"]), args
+        model, (ids["train"], labels["train"]), (ids["val"], labels["val"]), args, kind
     )
     return model, history
 
@@ -448,28 +466,50 @@ def export_text_model(model, vectorizer, probe_texts, output_dir):
     expected = model.predict(vectorizer.transform(probe_texts), verbose=0)
     vectorizer.save_vocabulary(output_dir / "vocabulary.txt")
     return {
-        "saved_model": str(saved_model),
+        "saved_model": os.path.abspath(saved_model),
         "saved_model_max_abs_diff": float(np.max(np.abs(served - expected))),
-        "vocabulary": str(output_dir / "vocabulary.txt"),
+        "vocabulary": os.path.abspath(output_dir / "vocabulary.txt"),
         **common.export_model(model, output_dir, saved_model=False),
     }
 
 
+def check_column_flags(args):
+    """Refuses the column flags without `--csv` (they would be ignored)."""
+    given = [
+        flag
+        for flag, value in (
+            ("--text-column", args.text_column),
+            ("--label-column", args.label_column),
+        )
+        if value is not None
+    ]
+    if given and args.csv is None:
+        raise ValueError(f"{', '.join(given)} apply only with --csv")
+
+
 def add_text_arguments(parser):
     """Adds the flags of the text examples to `parser`."""
-    parser.add_argument("--text-column", default="text", help="with --csv")
-    parser.add_argument("--label-column", default="label", help="with --csv")
+    parser.add_argument(
+        "--text-column", help="with --csv: the column of texts (default: text)"
+    )
+    parser.add_argument(
+        "--label-column", help="with --csv: the column of labels (default: label)"
+    )
     parser.add_argument(
         "--max-length",
         type=common.positive_int,
         default=None,
-        help="tokens per text (default: the 95th percentile of the training texts)",
+        help="tokens per text; longer texts keep their first tokens, shorter ones "
+        "are 0-padded at the end (default: the 95th percentile of the training "
+        "texts' token counts, clipped to 8-256)",
     )
 
 
 def split_csv(args, *, exactly=None):
     """Reads `--csv` and splits it 70/10/20, stratified and seeded."""
-    texts, labels = read_labelled_csv(args.csv, args.text_column, args.label_column)
+    texts, labels = read_labelled_csv(
+        args.csv, args.text_column or "text", args.label_column or "label"
+    )
     ids, args.classes = encode_labels(labels, exactly=exactly)
     rows = np.bincount(ids)
     if rows.min() < MIN_ROWS_PER_CLASS:

@@ -217,6 +217,49 @@ def test_temperature_column_flags_need_csv(tmp_path, capsys):
     assert "--target-column apply only with --csv" in error
 
 
+@pytest.mark.parametrize("flag, value", [("--data", "jena"), ("--cache-dir", "c")])
+def test_temperature_data_flags_do_not_apply_with_csv(
+    weather_csv, tmp_path, capsys, flag, value
+):
+    # They were ignored without a word: the run read the CSV.
+    argv = [
+        *["--csv", str(weather_csv), "--time-column", "time"],
+        *["--target-column", "temp", flag, value, "--output-dir", str(tmp_path / "o")],
+    ]
+    error = run_bad(temperature.main, argv, capsys)
+    assert f"{flag} do not apply with --csv" in error
+
+
+@pytest.mark.parametrize("main", [temperature.main, sentiment.main])
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_out_of_range_names_the_flag(main, tmp_path, capsys, seed):
+    # A traceback from set_random_seed after creating the output folder
+    # (temperature), or an error that did not say which flag (sentiment).
+    argv = ["--seed", seed, "--output-dir", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage
+    assert "argument --seed: must be in [0, 2**32 - 1]" in last
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_shows_no_none_defaults(capsys):
+    with pytest.raises(SystemExit):
+        temperature.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: None)" not in shown
+    assert "(default: ~/.keras)" in shown and "(default: 1337)" in shown
+
+
+@pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
+def test_text_column_flags_need_csv(main, tmp_path, capsys):
+    # Without --csv they were ignored, and the default dataset downloaded.
+    argv = ["--label-column", "stars", "--output-dir", str(tmp_path / "o")]
+    error = run_bad(main, argv, capsys)
+    assert "--label-column apply only with --csv" in error
+
+
 def test_multiworker_without_tf_config_is_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     argv = ["--distribute", "multiworker", "--output-dir", str(tmp_path / "out")]
@@ -298,6 +341,73 @@ def test_text_labels_are_stripped_of_spaces(text_csv):
     path = text_csv(["World", "World ", " Sports", "Sports"])
     _, labels = text_pipeline.read_labelled_csv(path)
     assert labels.tolist() == ["World", "World", "Sports", "Sports"]
+
+
+def test_integer_labels_sort_as_numbers():
+    # As text, "10" sorted before "2": output 2 of the model meant label 10.
+    labels = np.array(
+        ["10", "2", "0", "1", "11", "2", "3", "4", "5", "6", "7", "8", "9"]
+    )
+    ids, classes = text_pipeline.encode_labels(labels)
+    assert classes == [str(k) for k in range(12)]
+    np.testing.assert_array_equal(ids, labels.astype(int))
+    # Names still sort as text.
+    ids, classes = text_pipeline.encode_labels(np.array(["World", "Sports", "World"]))
+    assert classes == ["Sports", "World"] and ids.tolist() == [1, 0, 1]
+
+
+_WRITE_VOCABULARY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import text_pipeline
+vectorizer = text_pipeline.TextVectorizer(["caf\\u00e9", "it\\u2019s", "\\u65e5\\u672c"], 8)
+vectorizer.save_vocabulary(sys.argv[2])
+"""
+
+
+def test_vocabulary_is_utf8_whatever_the_locale(tmp_path):
+    # Under an ASCII locale (or Windows' cp1252) it failed half-written.
+    path = tmp_path / "vocabulary.txt"
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    result = subprocess.run(
+        [sys.executable, "-c", _WRITE_VOCABULARY, str(REPO / "examples"), str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = path.read_bytes().decode("utf-8").splitlines()
+    assert lines[2:] == ["café", "it’s", "日本"]
+    assert os.listdir(tmp_path) == ["vocabulary.txt"]
+
+
+def test_one_epoch_training_curve_is_drawn(tmp_path, monkeypatch):
+    # Lines without markers: a one-epoch run (--quick) drew empty axes.
+    import common
+
+    figures = []
+    monkeypatch.setattr(common, "_save", lambda figure, path: figures.append(figure))
+    history = SimpleNamespace(history={"loss": [0.5], "val_loss": [0.6]})
+    common.plot_history({"four_gate": history}, tmp_path / "curves.png")
+    (axes,) = figures[0].axes
+    assert [line.get_marker() for line in axes.lines] == ["o", "o"]
+    assert all(float(t).is_integer() for t in axes.get_xticks())
+
+
+def test_written_files_are_told_from_kept_ones(tmp_path, capsys):
+    import common
+
+    (tmp_path / "forecast.png").write_text("an earlier run's")
+    (tmp_path / "metrics.json").write_text("{}")
+    before = common.snapshot(tmp_path)
+    os.utime(tmp_path / "metrics.json", ns=(0, 0))  # rewritten, as a run does
+    (tmp_path / "model.tflite").write_text("new")
+    common.report_written(tmp_path, before)
+    out = capsys.readouterr().out
+    assert f"Wrote {tmp_path}: metrics.json, model.tflite" in out
+    assert f"Kept from before in {tmp_path}: forecast.png" in out
 
 
 @pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
@@ -457,7 +567,13 @@ def test_sentiment_default_data_comes_from_a_prefilled_cache(tmp_path):
     cache = tmp_path / "cache" / "datasets"
     cache.mkdir(parents=True)
     make_imdb_tarball(cache / "aclImdb_v1.tar.gz")
-    args = SimpleNamespace(csv=None, cache_dir=tmp_path / "cache", seed=0)
+    args = SimpleNamespace(
+        csv=None,
+        cache_dir=tmp_path / "cache",
+        seed=0,
+        text_column=None,
+        label_column=None,
+    )
     splits = sentiment.load_dataset(args)
     assert args.classes == ["negative", "positive"]
     assert len(splits["train"][0]) + len(splits["val"][0]) == 4
@@ -749,3 +865,16 @@ def test_mixed_precision_benchmark_reads_the_example_data():
     (inputs, targets, last), *_ = splits
     assert inputs.shape[1:] == (mixed_precision_loss.WINDOW, 7)
     assert len(inputs) == len(targets) == len(last) > 0
+
+
+def test_mixed_precision_smoke_run_keeps_the_readme_figure(tmp_path):
+    # `--quick` wrote its 2-epoch plot over docs/, the README's figure.
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import mixed_precision_loss
+
+    quick = mixed_precision_loss.parse_args(["--quick", "--out", str(tmp_path)])
+    assert quick.plot == tmp_path / "mixed_precision_loss.png"
+    full = mixed_precision_loss.parse_args([])
+    assert full.plot == REPO / "docs" / "mixed_precision_loss.png"
+    chosen = mixed_precision_loss.parse_args(["--quick", "--plot", "p.png"])
+    assert str(chosen.plot) == "p.png"
