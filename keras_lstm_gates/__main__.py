@@ -2,15 +2,17 @@
 
 Exports a saved Keras model to a SavedModel and/or a TFLite file and prints
 what it wrote, the TFLite ops, the size and the measured parity with Keras.
-A bad argument or an unreadable model is a one-line error and exit status 1.
+A missing, unreadable or non-Keras model file, or an output that cannot be
+written, is a one-line `error: ...` and exit status 1; a malformed command
+line is argparse's usage and error, exit status 2. TensorFlow, imported with
+the package, may log its start-up lines to stderr first: set
+`TF_CPP_MIN_LOG_LEVEL=3` in the environment to silence them.
 """
 
 import argparse
 import os
 import sys
 import zipfile
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _parser():

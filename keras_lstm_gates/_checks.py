@@ -137,9 +137,9 @@ def check_step(cell_name, inputs_shape, states, units, features):
 def _check_states(where, argument, names, states, expected):
     if not isinstance(states, (list, tuple)) or len(states) != 2:
         if isinstance(states, (list, tuple)):
-            got = f"{len(states)} arrays"
+            got = f"{len(states)} array" + ("" if len(states) == 1 else "s")
         else:
-            got = f"a {type(states).__name__}"
+            got = f"one {type(states).__name__}"
         raise ValueError(
             f"{where}: {argument} must be a list [{', '.join(names)}] of two "
             f"arrays, each (batch, units) = {expected}, got {got}"

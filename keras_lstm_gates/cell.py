@@ -84,8 +84,9 @@ class FourGateLSTMCell(keras.layers.Layer, DropoutRNNCell):
         use_gate_initializer: Initializer for `use_gate_kernel`. Default:
             `"glorot_uniform"`.
         bias_initializer: Initializer for the biases. Default: `"zeros"`.
-        unit_forget_bias: If `True`, add 1 to the forget gate's bias at
-            initialization (Jozefowicz et al., 2015). Default: `True`.
+        unit_forget_bias: If `True`, the forget gate's bias starts at 1
+            whatever `bias_initializer` gives the other gates (Jozefowicz et
+            al., 2015), as in `keras.layers.LSTM`. Default: `True`.
         kernel_regularizer: Regularizer for `kernel` and `use_gate_kernel`.
             Default: `None`.
         recurrent_regularizer: Regularizer for `recurrent_kernel`.

@@ -433,7 +433,7 @@ def test_wrong_mask_shape_is_a_clear_error(mask_shape):
         (
             [(2, 4)],
             r"\[STM_0, LTM_0\] of two arrays, each \(batch, units\) = "
-            r"\(2, 4\), got 1 arrays",
+            r"\(2, 4\), got 1 array\b",
         ),
         (
             [(2, 5), (2, 5)],
