@@ -115,6 +115,7 @@ def load_windows(quick):
     greensboro = argparse.Namespace(
         csv=None,
         data="greensboro",
+        cache_dir=None,
         time_column=None,
         target_column=None,
         feature_columns=None,

@@ -69,7 +69,7 @@ def load_imdb(cache_dir=None, origin=IMDB_URL):
 
 def load_dataset(args):
     """`{train, val, test: (texts, label ids)}`; sets `args.classes`."""
-    text_pipeline.check_column_flags(args)
+    text_pipeline.check_data_flags(args)
     if args.csv is not None:
         return text_pipeline.split_csv(args, exactly=2)
     imdb = load_imdb(args.cache_dir)

@@ -111,6 +111,11 @@ def load_dataset(args):
     ]
     if given:
         raise ValueError(f"{', '.join(given)} apply only with --csv")
+    if args.cache_dir is not None and args.data != "jena":
+        raise ValueError(
+            "--cache-dir applies only with --data jena (the default data ship "
+            "with the package)"
+        )
     if args.data == "jena":
         return load_jena(args.cache_dir)
     frame = load_greensboro_weather()

@@ -75,7 +75,7 @@ def load_ag_news(cache_dir=None, origin=AG_NEWS_URL):
 
 def load_dataset(args):
     """`{train, val, test: (texts, label ids)}`; sets `args.classes`."""
-    text_pipeline.check_column_flags(args)
+    text_pipeline.check_data_flags(args)
     if args.csv is not None:
         return text_pipeline.split_csv(args)
     ag_news = load_ag_news(args.cache_dir)

@@ -473,8 +473,9 @@ def export_text_model(model, vectorizer, probe_texts, output_dir):
     }
 
 
-def check_column_flags(args):
-    """Refuses the column flags without `--csv` (they would be ignored)."""
+def check_data_flags(args):
+    """Refuses flags that would be ignored: the column flags without
+    `--csv`, `--cache-dir` (for the default download) with it."""
     given = [
         flag
         for flag, value in (
@@ -485,6 +486,8 @@ def check_column_flags(args):
     ]
     if given and args.csv is None:
         raise ValueError(f"{', '.join(given)} apply only with --csv")
+    if args.csv is not None and args.cache_dir is not None:
+        raise ValueError("--cache-dir does not apply with --csv")
 
 
 def add_text_arguments(parser):

@@ -10,8 +10,11 @@ the package, may log its start-up lines to stderr first: set
 """
 
 import argparse
+import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 import zipfile
 
 
@@ -124,22 +127,27 @@ def _export(args):
     model = _load_model(args.model)
     # The TFLite file first: it is what a model may be refused for (a layer
     # that cannot stream, an op with no TFLite builtin), before anything is
-    # written. Should the SavedModel then fail, the new file is removed: a
-    # failed command leaves no new output behind.
-    lines, written = [], []
+    # written. It waits in a staging folder beside its path until the
+    # SavedModel is written too: a failed command replaces nothing.
+    lines = []
+    staging = None
     try:
         if args.tflite:
-            new = not os.path.lexists(args.tflite)
+            target = os.path.abspath(args.tflite)
+            tflite = target
+            if args.saved_model:
+                parent, name = os.path.split(target)
+                staging = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
+                tflite = os.path.join(staging, name)
             report = export.export_tflite(
                 model,
-                args.tflite,
+                tflite,
                 batch_size=1 if args.batch_size is None else args.batch_size,
                 quantize=args.quantize,
                 streaming=args.streaming,
                 overwrite=args.overwrite,
             )
-            written += [report.path] if new else []
-            lines.append(str(report))
+            lines.append(str(dataclasses.replace(report, path=target)))
         if args.saved_model:
             path = export.export_saved_model(
                 model,
@@ -148,10 +156,11 @@ def _export(args):
                 overwrite=args.overwrite,
             )
             lines.insert(0, f"wrote SavedModel {path} (signature serving_default)")
-    except BaseException:
-        for path in written:
-            os.remove(path)
-        raise
+        if staging is not None:
+            os.replace(tflite, target)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     print("\n".join(lines))
 
 

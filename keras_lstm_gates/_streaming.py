@@ -93,12 +93,12 @@ def _sole_input(layer):
     if len(nodes) != 1:
         return None
     arguments = nodes[0].arguments
-    if not arguments.args:
-        return None
-    first = arguments.args[0]
     mask = arguments.kwargs.get("mask")
-    others = [t for t in arguments.keras_tensors if t is not first and t is not mask]
-    if others or (mask is not None and mask is not getattr(first, "_keras_mask", None)):
+    tensors = [t for t in arguments.keras_tensors if t is not mask]
+    if len(tensors) != 1:  # none, or a second input (an `initial_state`)
+        return None
+    (first,) = tensors  # passed by position or by keyword
+    if mask is not None and mask is not getattr(first, "_keras_mask", None):
         return None
     return first
 

@@ -51,8 +51,8 @@ class TFLiteExport:
         max_abs_diff: Largest absolute difference between the file's
             `serving_default` output, run in the LiteRT interpreter, and the
             Keras model's output, on a seeded random probe input (drawn at
-            the mean and variance of a `Normalization` layer the model
-            begins with; for `quantize="int8"`, the first `batch_size` samples of
+            the mean and variance of a top-level `Normalization` layer that
+            reads the model's input; for `quantize="int8"`, the first `batch_size` samples of
             `representative_data`: the ranges were calibrated for such
             inputs, and random ones may lie far outside them).
         step_max_abs_diff: For a streaming export, the same for the `step`
@@ -281,7 +281,9 @@ def export_tflite(
             model, staging, batch_size, step, probe
         )
     worst = max(max_abs_diff, step_max_abs_diff or 0.0)
-    if quantize is None and worst > _FLOAT32_WARN * scale:
+    # A mixed-precision model is compared with its 16-bit self: that differs
+    # from its float32 file by 16-bit rounding, not by a wrong conversion.
+    if quantize is None and not mixed and worst > _FLOAT32_WARN * scale:
         warnings.warn(
             f"export_tflite: the float32 file differs from the Keras model by "
             f"{worst:.3g} on the probe input, where float32 exports match within "
@@ -451,12 +453,12 @@ def _atomic_target(path, directory):
     """
     parent, name = os.path.split(path)
     staging = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent)
-    if directory:
-        # mkdtemp makes it 0700; a SavedModel is read by servers running as
-        # other users, so it gets the mode `os.mkdir` would give it.
-        os.chmod(staging, 0o777 & ~_umask())
-    target = staging if directory else os.path.join(staging, name)
+    target = os.path.join(staging, name)
     try:
+        if directory:
+            # Made with the umask's mode, not mkdtemp's 0700: a SavedModel
+            # is read by servers running as other users.
+            os.mkdir(target)
         yield target
         if os.path.isdir(path) and not os.path.islink(path):
             # A directory cannot be replaced in one rename: move the old one
@@ -470,12 +472,6 @@ def _atomic_target(path, directory):
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging)
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _all_layers(layer):

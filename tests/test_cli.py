@@ -188,7 +188,7 @@ def test_no_output_is_written_when_one_is_refused(model_file, tmp_path, capsys):
         assert os.listdir(out) == [], argv
 
 
-def test_failed_saved_model_removes_the_new_tflite_file(
+def test_failed_saved_model_leaves_no_tflite_file_behind(
     model_file, tmp_path, capsys, monkeypatch
 ):
     from keras_lstm_gates import export
@@ -198,15 +198,16 @@ def test_failed_saved_model_removes_the_new_tflite_file(
 
     monkeypatch.setattr(export, "export_saved_model", fail)
     _, path = model_file
-    argv = [
-        "--saved-model",
-        str(tmp_path / "sm"),
-        "--tflite",
-        str(tmp_path / "m.tflite"),
-    ]
+    tflite = tmp_path / "m.tflite"
+    argv = ["--saved-model", str(tmp_path / "sm"), "--tflite", str(tflite)]
     assert main(["export", path, *argv]) == 1
     assert "disk full" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+    # With --overwrite, the user's earlier file is kept too.
+    tflite.write_bytes(b"earlier export")
+    assert main(["export", path, *argv, "--overwrite"]) == 1
+    assert tflite.read_bytes() == b"earlier export"
+    assert os.listdir(tmp_path) == ["m.tflite"]
 
 
 def test_model_path_that_is_a_directory(tmp_path, capsys):

@@ -253,11 +253,20 @@ def test_help_shows_no_none_defaults(capsys):
 
 
 @pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
-def test_text_column_flags_need_csv(main, tmp_path, capsys):
+def test_text_column_flags_need_csv(main, tmp_path, text_csv, capsys):
     # Without --csv they were ignored, and the default dataset downloaded.
     argv = ["--label-column", "stars", "--output-dir", str(tmp_path / "o")]
     error = run_bad(main, argv, capsys)
     assert "--label-column apply only with --csv" in error
+    path = text_csv(["a", "b"] * 10)
+    argv = ["--csv", str(path), "--cache-dir", "c", "--output-dir", str(tmp_path / "o")]
+    assert "--cache-dir does not apply with --csv" in run_bad(main, argv, capsys)
+
+
+def test_temperature_cache_dir_needs_a_download(tmp_path, capsys):
+    argv = ["--cache-dir", "c", "--output-dir", str(tmp_path / "o")]
+    error = run_bad(temperature.main, argv, capsys)
+    assert "--cache-dir applies only with --data jena" in error
 
 
 def test_multiworker_without_tf_config_is_one_line_error(tmp_path, capsys, monkeypatch):

@@ -5,6 +5,7 @@ LiteRT interpreter (through `TFLiteModel`) on inputs drawn in the test, and
 its outputs are compared with the Keras model's on the same inputs.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -50,6 +51,17 @@ def _token_ids(batch, time, vocab, seed=0):
     for row, length in enumerate([1, time // 2, time][:batch]):
         ids[row, length:] = 0
     return ids.astype("int32")
+
+
+@contextlib.contextmanager
+def _global_policy(name):
+    """Keras's global dtype policy set to `name` inside, restored after."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
 
 
 def _keras(model, x):
@@ -541,9 +553,7 @@ def test_mixed_bfloat16_model_exports_in_float32(tmp_path):
     # TFLite has no bfloat16 ops; the weights of a mixed-precision model are
     # float32 already, so the file computes in float32.
     keras.utils.set_random_seed(5)
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with _global_policy("mixed_bfloat16"):
         model = keras.Sequential(
             [
                 keras.Input((TIME, FEATURES)),
@@ -552,8 +562,6 @@ def test_mixed_bfloat16_model_exports_in_float32(tmp_path):
                 keras.layers.Dense(2, dtype="float32"),
             ]
         )
-    finally:
-        keras.config.set_dtype_policy(policy)
     twin = export_module._export_copy(model, float32=True)
     assert {layer.compute_dtype for layer in _layers(twin)} == {"float32"}
     report = export_tflite(model, tmp_path / "m.tflite", streaming=True)
@@ -924,6 +932,34 @@ def test_probe_looks_like_the_raw_data_a_normalization_layer_expects():
     # Without a Normalization layer first, the probe stays standard normal.
     plain = export_module._probe(_single("classic"), 64).reshape(-1, FEATURES)
     np.testing.assert_allclose(plain.mean(axis=0), 0.0, atol=0.2)
+
+
+def test_keyword_called_functional_chain_streams(tmp_path):
+    # Layers called as `layer(inputs=x)` / `FourGateLSTM(...)(sequences=x)`.
+    inputs = keras.Input((TIME, FEATURES))
+    hidden = keras.layers.Dense(4)(inputs=inputs)
+    model = _randomize(keras.Model(inputs, FourGateLSTM(5)(sequences=hidden)))
+    report = export_tflite(model, tmp_path / "m.tflite", streaming=True)
+    assert report.step_max_abs_diff <= FLOAT_TOLERANCE
+
+
+def test_mixed_precision_export_does_not_warn(tmp_path):
+    # Compared with its own bfloat16 outputs, the float32 file differs by
+    # bfloat16 rounding (1.6e-4 here), not by a wrong conversion.
+    keras.utils.set_random_seed(11)
+    with _global_policy("mixed_bfloat16"):
+        model = keras.Sequential(
+            [
+                keras.Input((30, 8)),
+                FourGateLSTM(64, return_sequences=True),
+                FourGateLSTM(64),
+                keras.layers.Dense(4, dtype="float32"),
+            ]
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        report = export_tflite(model, tmp_path / "m.tflite")
+    assert report.max_abs_diff < 2e-2
 
 
 def test_float32_file_far_from_keras_is_warned_about(tmp_path):
