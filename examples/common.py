@@ -137,6 +137,12 @@ def seed_int(text):
     return value
 
 
+def given_flags(args, *flags):
+    """The `flags` (`"--cache-dir"`, ...) given a value on the command line
+    (not `None`)."""
+    return [f for f in flags if getattr(args, f[2:].replace("-", "_")) is not None]
+
+
 def positive_int(text):
     """An `argparse` type: a positive int."""
     value = int(text)

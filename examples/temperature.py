@@ -90,25 +90,15 @@ def parse_args(argv):
 def load_dataset(args):
     """Returns `(frame, time_column, target_column, feature_columns)`."""
     if args.csv is not None:
-        ignored = [
-            flag
-            for flag, value in (("--data", args.data), ("--cache-dir", args.cache_dir))
-            if value is not None
-        ]
+        ignored = common.given_flags(args, "--data", "--cache-dir")
         if ignored:
             raise ValueError(f"{', '.join(ignored)} do not apply with --csv")
         return load_csv(
             args.csv, args.time_column, args.target_column, args.feature_columns
         )
-    given = [
-        flag
-        for flag, value in (
-            ("--time-column", args.time_column),
-            ("--target-column", args.target_column),
-            ("--feature-columns", args.feature_columns),
-        )
-        if value is not None
-    ]
+    given = common.given_flags(
+        args, "--time-column", "--target-column", "--feature-columns"
+    )
     if given:
         raise ValueError(f"{', '.join(given)} apply only with --csv")
     if args.cache_dir is not None and args.data != "jena":

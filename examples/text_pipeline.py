@@ -476,14 +476,7 @@ def export_text_model(model, vectorizer, probe_texts, output_dir):
 def check_data_flags(args):
     """Refuses flags that would be ignored: the column flags without
     `--csv`, `--cache-dir` (for the default download) with it."""
-    given = [
-        flag
-        for flag, value in (
-            ("--text-column", args.text_column),
-            ("--label-column", args.label_column),
-        )
-        if value is not None
-    ]
+    given = common.given_flags(args, "--text-column", "--label-column")
     if given and args.csv is None:
         raise ValueError(f"{', '.join(given)} apply only with --csv")
     if args.csv is not None and args.cache_dir is not None:

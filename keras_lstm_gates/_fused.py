@@ -1018,9 +1018,12 @@ def _step_function(function, units):
     need two kernels each way around its extra matmul; four launches a step
     measured 1.16x, so it always keeps separate ops.
     """
-    if units > JIT_STEP_MAX_UNITS or in_xla_context():  # XLA compiles it anyway
-        return function
-    if getattr(_tracing, "no_xla", False):
+    # Under XLA, XLA compiles it with its caller anyway.
+    if (
+        units > JIT_STEP_MAX_UNITS
+        or in_xla_context()
+        or getattr(_tracing, "no_xla", False)
+    ):
         return function
     return _jit(function)
 

@@ -66,7 +66,7 @@ def _chain(model):
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if _sole_input(layer) is not current:
+        if sole_input(layer) is not current:
             raise ValueError(
                 f"streaming=True: the model's layers must form a chain (each "
                 f"layer reads the previous one's output), but layer "
@@ -82,7 +82,7 @@ def _chain(model):
     return layers
 
 
-def _sole_input(layer):
+def sole_input(layer):
     """The one tensor `layer` was called on in its model, or `None`.
 
     The mask that Keras passes along with it (`mask=`, from an `Embedding`
