@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_lstm_gates._streaming import StepFunction
+from keras_lstm_gates._streaming import sole_input
 from keras_lstm_gates.tflite import SERVING
 from keras_lstm_gates.tflite import STEP
 from keras_lstm_gates.tflite import TFLiteModel
@@ -52,9 +53,10 @@ class TFLiteExport:
             `serving_default` output, run in the LiteRT interpreter, and the
             Keras model's output, on a seeded random probe input (drawn at
             the mean and variance of a top-level `Normalization` layer that
-            reads the model's input; for `quantize="int8"`, the first `batch_size` samples of
-            `representative_data`: the ranges were calibrated for such
-            inputs, and random ones may lie far outside them).
+            reads the model's input; for `quantize="int8"`, the first
+            `batch_size` samples of `representative_data`: the ranges were
+            calibrated for such inputs, and random ones may lie far outside
+            them).
         step_max_abs_diff: For a streaming export, the same for the `step`
             signature fed the probe one step at a time (every step's output
             for a sequence output, else the output after the last step);
@@ -684,8 +686,8 @@ def _zero_states(step, batch_size):
 def _probe(model, batch_size):
     """A seeded random input for `model`; token ids end in 0-padding.
 
-    Float inputs are standard normal, or, where the model begins with a
-    `Normalization` layer, drawn at its mean and variance: raw values the
+    Float inputs are standard normal, or, where a top-level `Normalization`
+    layer reads the model's input, drawn at its mean and variance: raw values the
     model expects (pressure near 986 hPa, say), not ones it would saturate
     on, where any conversion error would hide.
     """
@@ -717,16 +719,19 @@ def _probe(model, batch_size):
 
 
 def _input_normalization(model):
-    """`(mean, variance)` of a `Normalization` layer reading the model's
-    input, or `(0, 1)`."""
-    for layer in _all_layers(model):
-        nodes = getattr(layer, "_inbound_nodes", None) or []
+    """`(mean, variance)` of a top-level `Normalization` layer reading the
+    model's input, or `(0, 1)`."""
+    for layer in model.layers:
+        if isinstance(model, keras.Sequential):
+            # A loaded Sequential model's layers have several call nodes
+            # (it is rebuilt as it loads): its first layer reads the input.
+            reads_input = layer is model.layers[0]
+        else:
+            reads_input = sole_input(layer) is model.inputs[0]
         if (
             isinstance(layer, keras.layers.Normalization)
             and not layer.invert
-            and len(nodes) == 1
-            and nodes[0].arguments.args
-            and nodes[0].arguments.args[0] is model.inputs[0]
+            and reads_input
         ):
             return (
                 keras.ops.convert_to_numpy(layer.mean).astype("float64"),

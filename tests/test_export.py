@@ -915,7 +915,7 @@ def test_unstreamable_model_is_refused(tmp_path, name, reason):
     assert os.listdir(tmp_path) == []
 
 
-def test_probe_looks_like_the_raw_data_a_normalization_layer_expects():
+def test_probe_looks_like_the_raw_data_a_normalization_layer_expects(tmp_path):
     # A standard-normal probe is ~150 standard deviations from a pressure of
     # 986 hPa: every gate saturates, and the report would check nothing.
     mean, variance = np.array([0.0, 986.0, -5.0]), np.array([1.0, 40.0, 0.25])
@@ -929,6 +929,13 @@ def test_probe_looks_like_the_raw_data_a_normalization_layer_expects():
     probe = export_module._probe(model, 64).reshape(-1, FEATURES)
     np.testing.assert_allclose(probe.mean(axis=0), mean, atol=0.5)
     np.testing.assert_allclose(probe.std(axis=0), np.sqrt(variance), rtol=0.15)
+    # Loaded from a .keras file too (the command line's path), whose layers
+    # have several call nodes.
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(
+        export_module._probe(loaded, 64).reshape(-1, FEATURES), probe
+    )
     # Without a Normalization layer first, the probe stays standard normal.
     plain = export_module._probe(_single("classic"), 64).reshape(-1, FEATURES)
     np.testing.assert_allclose(plain.mean(axis=0), 0.0, atol=0.2)
