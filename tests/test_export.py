@@ -669,6 +669,70 @@ def test_saved_model_batch_size(saved_models):
     assert fixed.structured_input_signature[1]["inputs"].shape.as_list() == [3, TIME]
 
 
+# Keras's own export, `model.export`: the path keras.io shows.
+
+
+def _bidirectional_text(vocab=30):
+    inputs = keras.Input((TIME,), dtype="int32")
+    hidden = keras.layers.Embedding(vocab, 4, mask_zero=True)(inputs)
+    hidden = keras.layers.Bidirectional(FourGateLSTM(5, return_sequences=True))(hidden)
+    hidden = FourGateLSTM(4, use_gate="classic")(hidden)
+    return _randomize(keras.Model(inputs, keras.layers.Dense(2)(hidden)))
+
+
+def test_keras_model_export_serves_any_batch_without_xla(tmp_path):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(5)
+    model = _bidirectional_text()
+    path = str(tmp_path / "keras_export")
+    model.export(path, verbose=False)
+    # Traced at an unknown batch size: nothing compiled with XLA, so TF
+    # Serving without XLA on CPU runs it.
+    assert not any(_xla_flags(path))
+    loaded = tf.saved_model.load(path)
+    for batch in (3, 1):
+        ids = _token_ids(batch, TIME, 30, seed=31 + batch)
+        served = loaded.serve(tf.constant(ids)).numpy()
+        np.testing.assert_allclose(served, _keras(model, ids), atol=1e-6)
+    # At a fixed batch size the inference loop compiles itself with XLA, as
+    # the README says (`export_saved_model(batch_size=N)` does not).
+    fixed = str(tmp_path / "keras_export_fixed")
+    signature = [tf.TensorSpec((3, TIME), tf.int32)]
+    model.export(fixed, verbose=False, input_signature=signature)
+    assert any(_xla_flags(fixed))
+
+
+@pytest.mark.parametrize("model_fn", [_bidirectional_text, _stacked])
+def test_keras_litert_export_at_batch_1_has_builtin_ops_only(tmp_path, model_fn):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(5)
+    model = model_fn()
+    dtype = model.inputs[0].dtype
+    path = str(tmp_path / "keras_export.tflite")
+    model.export(
+        path,
+        format="litert",
+        verbose=False,
+        input_signature=[tf.TensorSpec((1, *model.inputs[0].shape[1:]), dtype)],
+    )
+    with open(path, "rb") as f:
+        ops = tflite_ops(f.read())
+    assert "WHILE" in ops
+    assert not [op for op in ops if op.startswith("Flex")], sorted(ops)
+    if dtype == "int32":
+        x = _token_ids(1, TIME, 30, seed=35)
+    else:
+        x = _sequences(batch=1, seed=35)
+    interpreter = Interpreter(path)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(output, _keras(model, x), atol=FLOAT_TOLERANCE)
+
+
 # Paths: overwrite protection, atomic writes.
 
 
