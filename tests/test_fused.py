@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
     reason="the fused path is the TensorFlow backend's",
 )
 
-BATCH, STEPS, FEATURES, UNITS = 3, 6, 4, 5
+BATCH, STEPS, FEATURES, UNITS = 4, 6, 4, 5
 
 
 def _data(dtype="float32", seed=0):
@@ -31,6 +31,7 @@ def _data(dtype="float32", seed=0):
     mask[0, 4:] = False  # padded at the end
     mask[1, :2] = False  # padded at the start
     mask[2, 3] = False  # a gap
+    mask[3, :] = False  # all padding: the output and state stay the initial
     return x, h0, c0, mask
 
 
@@ -266,9 +267,25 @@ def test_inference_compiles_with_xla_only_for_static_shapes():
         {"go_backwards": True, "return_sequences": True},
         {"masked": True, "return_sequences": True, "zero_output_for_mask": True},
         {"masked": True, "go_backwards": True, "return_state": True},
+        {"masked": True, "zero_output_for_mask": True, "return_state": True},
+        {
+            "masked": True,
+            "return_sequences": True,
+            "zero_output_for_mask": True,
+            "return_state": True,
+        },
         {"cell_options": {"recurrent_dropout": 0.5, "dropout": 0.5}},
     ],
-    ids=["plain", "masked", "backwards", "masked-zero-output", "state", "dropout"],
+    ids=[
+        "plain",
+        "masked",
+        "backwards",
+        "masked-zero-output",
+        "state",
+        "last-zero-output-state",
+        "zero-output-state",
+        "dropout",
+    ],
 )
 @pytest.mark.parametrize(
     "mode",
@@ -334,8 +351,23 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
         {"go_backwards": True, "return_sequences": True},
         {"masked": True, "return_sequences": True, "zero_output_for_mask": True},
         {"masked": True, "go_backwards": True, "return_state": True},
+        {"masked": True, "zero_output_for_mask": True, "return_state": True},
+        {
+            "masked": True,
+            "return_sequences": True,
+            "zero_output_for_mask": True,
+            "return_state": True,
+        },
     ],
-    ids=["plain", "masked", "backwards-sequences", "masked-zero-output", "state"],
+    ids=[
+        "plain",
+        "masked",
+        "backwards-sequences",
+        "masked-zero-output",
+        "state",
+        "last-zero-output-state",
+        "zero-output-state",
+    ],
 )
 @pytest.mark.parametrize("mode", ["graph", "xla", "graph-wide"])
 def test_gradients_match_autodiff_of_cell_loop(monkeypatch, use_gate, options, mode):
@@ -367,12 +399,15 @@ def test_gradients_through_inference_calls_match_cell_loop(jit, batch, use_gate)
     # saliency map: the compiled inference loops (transposed for a batch,
     # batch-major for one sequence) take the gradient of the training loops.
     x, h0, c0, mask = (a[:batch] for a in _data())
-    fused, loop = _pair(use_gate, return_sequences=True)
+    # The states are outputs too: the loss reaches `LTM_T` (a frozen
+    # encoder's final state).
+    fused, loop = _pair(use_gate, return_sequences=True, return_state=True)
     fused_out, fused_grads = _outputs_and_gradients(
         fused, x, h0, c0, mask, training=False, jit=jit
     )
     loop_out, loop_grads = _outputs_and_gradients(loop, x, h0, c0, mask, training=False)
-    np.testing.assert_allclose(fused_out[0], loop_out[0], atol=1e-5)
+    for a, b in zip(fused_out, loop_out, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
     for a, b in zip(fused_grads, loop_grads, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -580,6 +615,44 @@ def test_mixed_bfloat16_matmuls_16_bit_only_where_fast(
     for a, b in zip(grads32, grads16):
         b = np.asarray(b, np.float32)
         assert np.abs(a - b).max() <= 0.02 * np.abs(a).max() + 0.02
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+@pytest.mark.parametrize("mode", ["eager", "traced", "training", "jit_compile"])
+def test_mixed_bfloat16_long_term_memory_accumulates_in_float32(
+    monkeypatch, use_gate, mode
+):
+    # i = f = 1 and N = 1e-3 at every step: LTM_t = t * 1e-3 in exact
+    # arithmetic. A state rounded to bfloat16 (8 bits) stops growing near
+    # 0.5, where 1e-3 is below half its spacing.
+    import tensorflow as tf
+
+    from keras_lstm_gates import _fused
+
+    monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
+    steps, units = 1000, 3
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = FourGateLSTM(units, use_gate=use_gate, return_state=True)
+        layer.build((2, steps, 2))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    gates = {k: np.zeros_like(v) for k, v in layer.cell.gate_weights().items()}
+    gates.update(
+        b_i=np.full(units, 20.0), b_f=np.full(units, 20.0), b_n=np.full(units, 1e-3)
+    )
+    layer.cell.set_gate_weights(gates)
+    x = tf.zeros((2, steps, 2))
+
+    def call(x):
+        return layer(x, training=mode == "training")[2]
+
+    if mode != "eager":
+        call = tf.function(call, jit_compile=mode == "jit_compile")
+    ltm = np.asarray(call(x), np.float32)
+    expected = steps * np.tanh(np.float32(np.asarray(1e-3, "bfloat16")))
+    np.testing.assert_allclose(ltm, expected, rtol=1e-3)
 
 
 def test_matmul_dtype(monkeypatch):

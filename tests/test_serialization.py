@@ -39,12 +39,30 @@ def _same_config(first, second):
     return json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
 
 
+def _check_values(config, lstm_config):
+    """Each argument's serialized value is what `keras.layers.LSTM` (or
+    `LSTMCell`) writes for the same argument: a round trip alone would not
+    see a value written under the wrong key."""
+    own = {"use_gate", "use_gate_initializer"}
+    for key in set(NON_DEFAULT) - own:
+        assert config[key] == lstm_config[key], key
+    assert config["use_gate"] == "classic"
+    zeros = keras.initializers.serialize(keras.initializers.get("zeros"))
+    assert config["use_gate_initializer"] == zeros
+
+
+def _lstm_arguments():
+    return {k: v for k, v in NON_DEFAULT.items() if not k.startswith("use_gate")}
+
+
 def test_cell_config_round_trip_keeps_every_argument():
     cell = FourGateLSTMCell(5, **NON_DEFAULT)
     config = cell.get_config()
-    for key in NON_DEFAULT:
-        assert key in config, key
-    assert _same_config(FourGateLSTMCell.from_config(config).get_config(), config)
+    _check_values(config, keras.layers.LSTMCell(5, **_lstm_arguments()).get_config())
+    clone = FourGateLSTMCell.from_config(config)
+    assert _same_config(clone.get_config(), config)
+    for key in ("dropout", "recurrent_dropout", "seed", "use_bias", "unit_forget_bias"):
+        assert getattr(clone, key) == NON_DEFAULT[key], key
 
 
 def test_layer_config_round_trip_keeps_every_argument():
@@ -60,8 +78,11 @@ def test_layer_config_round_trip_keeps_every_argument():
     )
     config = layer.get_config()
     assert "cell" not in config
+    _check_values(config, keras.layers.LSTM(5, **_lstm_arguments()).get_config())
     clone = FourGateLSTM.from_config(config)
     assert _same_config(clone.get_config(), config)
+    for key in ("dropout", "recurrent_dropout", "seed", "use_bias", "unit_forget_bias"):
+        assert getattr(clone, key) == NON_DEFAULT[key], key
     assert clone.use_gate == "classic" and clone.go_backwards and clone.seed == 7
 
 
