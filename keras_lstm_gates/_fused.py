@@ -99,6 +99,25 @@ def _tracing_setting(name):
         setattr(_tracing, name, previous)
 
 
+def stored_values(*variables):
+    """The layer's variables as tensors in their own dtype (`None` stays).
+
+    Under a mixed-precision policy Keras reads a layer's float32 variables
+    cast to the 16-bit compute dtype, so their gradients would come back
+    through float16. `run` takes them as stored, its loops cast them, and
+    the gradients, sums over batch and time, come back in float32 (see
+    `_weight_gradient_dtype`).
+    """
+    try:
+        from keras.src.backend import AutocastScope
+    except ImportError:  # Keras moved it: read them as Keras casts them
+        scope = contextlib.nullcontext()
+    else:
+        scope = AutocastScope(None)
+    with scope:
+        return [None if v is None else tf.convert_to_tensor(v) for v in variables]
+
+
 def supports(cell, unroll, training):
     """Whether the layer may take this path.
 
@@ -207,9 +226,9 @@ def run(
     batch, steps = sequences.shape[0], sequences.shape[1]
     projected = use_gate_kernel is not None
     if bias is None:
-        bias = tf.zeros((4 * units,), mm_dtype)
+        bias = tf.zeros((4 * units,), kernel.dtype)
     if projected and use_gate_bias is None:
-        use_gate_bias = tf.zeros((units,), mm_dtype)
+        use_gate_bias = tf.zeros((units,), kernel.dtype)
 
     def cast(tensors, dtype=mm_dtype):
         return [tf.cast(t, dtype) for t in tensors]
@@ -237,9 +256,12 @@ def run(
     compile_loops = own_xla and not in_xla and mm_dtype == dtype
     compile_loops = wide and compile_loops and sequences.shape.is_fully_defined()
     if training and ((in_xla and (wide or not projected)) or compile_loops):
-        weights = cast([gate_order(w) for w in (kernel, recurrent_kernel, bias)])
+        # The weights in their own dtype (float32 under mixed precision):
+        # the loops cast them, so their gradients, sums over batch and
+        # time, come back in it (see `_weight_gradient_dtype`).
+        weights = [gate_order(w) for w in (kernel, recurrent_kernel, bias)]
         if projected:
-            weights += cast([use_gate_kernel, use_gate_bias])
+            weights += [use_gate_kernel, use_gate_bias]
         fused = _with_backward(
             projected, mask, return_all_outputs, xla=True, compile_loops=not in_xla
         )
@@ -260,10 +282,10 @@ def run(
         # `batch_major_inference` (TFLite export).
         events = tf.transpose(events, (0, 2, 1))
         events = tf.concat([events, tf.ones_like(events[:, :1])], axis=1)
-        weights = cast([recurrent_kernel, kernel, tf.reshape(bias, (1, -1))])
+        weights = [recurrent_kernel, kernel, tf.reshape(bias, (1, -1))]
         weights = [tf.transpose(gate_order(tf.concat(weights, axis=0)))]
         if projected:
-            use = cast([use_gate_kernel, tf.reshape(use_gate_bias, (1, -1))])
+            use = [use_gate_kernel, tf.reshape(use_gate_bias, (1, -1))]
             weights.append(tf.transpose(tf.concat(use, axis=0)))
         if mask is not None:
             mask = tf.transpose(mask, (0, 2, 1))
@@ -289,9 +311,9 @@ def run(
         # Batch-major and the weights as they are, as in Keras's LSTM: the
         # TFLite converter lowers each matmul to a FULLY_CONNECTED whose
         # weights dynamic-range quantization keeps in int8.
-        weights = cast([kernel, recurrent_kernel, bias])
+        weights = [kernel, recurrent_kernel, bias]
         if projected:
-            weights += cast([use_gate_kernel, use_gate_bias])
+            weights += [use_gate_kernel, use_gate_bias]
         hoist = getattr(_tracing, "batch_major", False)
         loop = _inference_loop(projected, return_all_outputs, mask, hoist)
         if xla:
@@ -322,6 +344,7 @@ def _inference_forward(projected, all_outputs, mask):
     `(events, h0, c0, *weights) -> (STM, LTM_T)`."""
 
     def forward(events, h0, c0, *weights):
+        weights = _in_dtype_of(events, weights)
         hs, c_last, _ = _forward(
             projected, mask, all_outputs, events, h0, c0, *weights, record=False
         )
@@ -389,7 +412,7 @@ def _inference_loop(projected, all_outputs, mask, hoist=False):
     def forward(events, h0, c0, *weights):
         units = h0.shape[1]
         dtype = h0.dtype
-        kernel, recurrent_kernel, bias, *use = weights
+        kernel, recurrent_kernel, bias, *use = _in_dtype_of(events, weights)
         steps = _length(events)
         if hoist:  # (time * batch, features) @ kernel: one FULLY_CONNECTED
             projection = tf.matmul(tf.reshape(events, (-1, events.shape[2])), kernel)
@@ -646,11 +669,14 @@ def _backward_xla(
             tensor = tensor.stack()
         return tf.reshape(tensor, (-1, tensor.shape[-1]))
 
+    sum_dtype = _weight_gradient_dtype(mm_dtype, dtype)
+
     def weight_gradient(operand, d):  # sum over time and batch of operand^T d
+        operand, d = tf.cast(operand, sum_dtype), tf.cast(d, sum_dtype)
         return tf.matmul(operand, d, transpose_a=True)
 
     def bias_gradient(d):  # summed in float32 even for 16-bit matmuls
-        return tf.cast(tf.reduce_sum(tf.cast(d, dtype), axis=0), mm_dtype)
+        return tf.reduce_sum(tf.cast(d, dtype), axis=0)
 
     dz = rows(arrays["dz"])
     # One matmul for both kernels: [STM_{t-1}, E_t]^T dz.
@@ -731,7 +757,8 @@ def _with_backward(projected, mask, all_outputs, xla=False, compile_loops=False)
         backward = tf.function(backward, jit_compile=True, autograph=False)
 
     @tf.custom_gradient
-    def fused(events, h0, c0, *weights):
+    def fused(events, h0, c0, *stored):
+        weights = _in_dtype_of(events, stored)
         hs, c_last, records = forward(events, h0, c0, *weights)
         if tf.executing_eagerly() and not xla:
             # As tensors: an eager TensorArray cannot be read from a graph,
@@ -743,20 +770,45 @@ def _with_backward(projected, mask, all_outputs, xla=False, compile_loops=False)
                 # A gradient of this gradient may be asked (a gradient
                 # penalty): the compiled loops' records are out of reach of
                 # the tape, so differentiate the loop itself.
-                return _autodiff_gradient(lambda *a: plain(*a)[:2])(
-                    (events, h0, c0, *weights), (d_hs, d_c_last)
-                )
+                grads = _autodiff_gradient(
+                    lambda e, h, c, *w: plain(e, h, c, *_in_dtype_of(e, w))[:2]
+                )((events, h0, c0, *stored), (d_hs, d_c_last))
+                return grads
             arrays = records
             if not xla:  # `_backward` reads TensorArrays
                 arrays = {
                     k: _array_of(v) if isinstance(v, tf.Tensor) else v
                     for k, v in records.items()
                 }
-            return backward(arrays, events, h0, weights, d_hs, d_c_last)
+            grads = backward(arrays, events, h0, weights, d_hs, d_c_last)
+            # The weights' gradients in the weights' own dtype.
+            return grads[:3] + [tf.cast(g, w.dtype) for g, w in zip(grads[3:], stored)]
 
         return (hs, c_last), grad
 
     return fused
+
+
+def _in_dtype_of(events, weights):
+    """`weights` cast to the matmuls' dtype, that of `events`.
+
+    The loops take the weights in their own dtype (float32 under mixed
+    precision) and cast them here, inside the functions whose gradients are
+    written by hand: the weights' gradients then leave in float32 too.
+    """
+    return [tf.cast(w, events.dtype) for w in weights]
+
+
+def _weight_gradient_dtype(mm_dtype, dtype):
+    """The dtype the weights' gradients are summed in.
+
+    A weight's gradient sums a loss-scaled gradient over batch and time:
+    in float16 it overflows (65504) at a loss scale 4x lower than
+    `keras.layers.LSTM`'s, whose per-step gradients TensorFlow sums into
+    the float32 variable. bfloat16 has float32's range and keeps its fast
+    16-bit matmuls.
+    """
+    return dtype if mm_dtype == tf.float16 else mm_dtype
 
 
 def _compiled(function):
@@ -868,16 +920,19 @@ def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, 
     )
     if after_loop:
         # Sum over time and batch of d(pre-activation) x operand.
+        sum_dtype = _weight_gradient_dtype(mm_dtype, dtype)
+
         def weight_gradient(d, operand):
-            return tf.einsum("tgb,tkb->gk", d.stack(), records[operand].stack())
+            d, operand = (tf.cast(t.stack(), sum_dtype) for t in (d, records[operand]))
+            return tf.einsum("tgb,tkb->gk", d, operand)
 
         sums["kernel"] = weight_gradient(arrays["dz"], "hx")
         if projected:
             sums["use"] = weight_gradient(arrays["du"], "kept1")
     grads = [arrays["events"].stack(), dh0, dc0]
-    grads.append(tf.cast(sums["kernel"], mm_dtype))
+    grads.append(sums["kernel"])
     if projected:
-        grads.append(tf.cast(sums["use"], mm_dtype))
+        grads.append(sums["use"])
     return grads
 
 

@@ -212,11 +212,13 @@ class FourGateLSTM(keras.layers.RNN):
                 return _fused.run(
                     sequences,
                     initial_state,
-                    cell.kernel,
-                    cell.bias,
-                    cell.recurrent_kernel,
-                    cell.use_gate_kernel,
-                    cell.use_gate_bias,
+                    *_fused.stored_values(
+                        cell.kernel,
+                        cell.bias,
+                        cell.recurrent_kernel,
+                        cell.use_gate_kernel,
+                        cell.use_gate_bias,
+                    ),
                     mask=mask,
                     go_backwards=self.go_backwards,
                     zero_output_for_mask=self.zero_output_for_mask,

@@ -655,6 +655,59 @@ def test_mixed_bfloat16_long_term_memory_accumulates_in_float32(
     np.testing.assert_allclose(ltm, expected, rtol=1e-3)
 
 
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
+@pytest.mark.parametrize("mode", ["graph-fp16-matmuls", "graph", "xla", "graph-wide"])
+def test_mixed_float16_weight_gradients_take_a_large_loss_scale(
+    monkeypatch, use_gate, mode
+):
+    # The weights' gradients sum a loss-scaled gradient over batch and time:
+    # they must not pass through float16 (largest 65504), as the per-step
+    # gradients of keras.layers.LSTM do not (TensorFlow sums those into the
+    # float32 variable).
+    import tensorflow as tf
+
+    from keras_lstm_gates import _fused
+
+    flags = frozenset({"avx512_fp16"} if mode == "graph-fp16-matmuls" else ())
+    monkeypatch.setattr(_fused, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
+    if mode in ("xla", "graph-wide"):
+        _wide_layers_take_xla_loop(monkeypatch)
+    rng = np.random.default_rng(9)
+    x = tf.constant(rng.random((64, 50, FEATURES), np.float32))
+    # Positive: the gradients add up over batch and time, so the weights'
+    # sums reach 4 x 65504 while every per-step gradient stays far below.
+    coefficients = tf.constant(rng.uniform(0.5, 1.0, (64, 8)), tf.float32)
+    weights = None
+
+    def gradients(policy, scale):
+        nonlocal weights
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            layer = FourGateLSTM(8, use_gate=use_gate)
+            layer.build(x.shape)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        weights = weights or [0.3 * rng.standard_normal(w.shape) for w in layer.weights]
+        layer.set_weights(weights)
+
+        @tf.function(jit_compile=mode == "xla")
+        def run(x):
+            with tf.GradientTape() as tape:
+                outputs = tf.cast(layer(x, training=True), tf.float32)
+                loss = tf.reduce_sum(outputs * coefficients) * scale
+            return tape.gradient(loss, layer.trainable_weights)
+
+        return [g.numpy() for g in run(x)]
+
+    exact = gradients("float32", 1.0)
+    largest = max(np.abs(g).max() for g in exact)
+    scale = 2.0 ** np.ceil(np.log2(4 * 65504 / largest))
+    for a, b in zip(exact, gradients("mixed_float16", scale), strict=True):
+        assert b.dtype == np.float32 and np.isfinite(b).all()
+        np.testing.assert_allclose(b / scale, a, atol=0.01 * largest)
+
+
 def test_matmul_dtype(monkeypatch):
     import tensorflow as tf
 
