@@ -167,6 +167,24 @@ def check_saving(inputs, info, work_dir):
     return outputs
 
 
+def check_keras_export(inputs, info, work_dir):
+    """Keras's own `model.export` of a model made here (through jax2tf)."""
+    x = inputs["save_x"]
+    model = keras.Sequential(
+        [
+            keras.Input((None, x.shape[2])),
+            FourGateLSTM(5, return_sequences=True),
+            FourGateLSTM(4, use_gate="classic"),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.export(os.path.join(work_dir, "jax_export"), verbose=False)
+    return {
+        "predictions": model.predict(x, verbose=0),
+        "predictions_short": model.predict(x[:2, :3], verbose=0),
+    }
+
+
 def main(work_dir):
     inputs = np.load(os.path.join(work_dir, "inputs.npz"))
     info = {"backend": keras.backend.backend(), "errors": {}}
@@ -177,6 +195,7 @@ def main(work_dir):
         "dropout": check_dropout,
         "fit": check_fit,
         "saving": lambda inputs, info: check_saving(inputs, info, work_dir),
+        "keras_export": lambda inputs, info: check_keras_export(inputs, info, work_dir),
     }
     arrays = {}
     for name, check in checks.items():

@@ -243,3 +243,16 @@ def test_model_saved_in_jax_loads_in_tensorflow(jax_run):
     predictions = model.predict(jax_run.inputs["save_x"], verbose=0)
     assert not np.allclose(predictions, jax_run.tf_predictions, atol=1e-3)
     np.testing.assert_allclose(predictions, outputs["jax_model_predictions"], atol=1e-6)
+
+
+def test_keras_model_export_under_jax_serves_in_tensorflow(jax_run):
+    # `model.export` works under JAX too (Keras converts the model with
+    # jax2tf); the package's own export functions need TensorFlow's backend.
+    import tensorflow as tf
+
+    outputs = _check(jax_run, "keras_export")
+    loaded = tf.saved_model.load(str(jax_run.work_dir / "jax_export"))
+    x = jax_run.inputs["save_x"]
+    for inputs, key in ((x, "predictions"), (x[:2, :3], "predictions_short")):
+        served = loaded.serve(tf.constant(inputs)).numpy()
+        np.testing.assert_allclose(served, outputs[key], atol=1e-6)
