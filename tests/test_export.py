@@ -266,8 +266,14 @@ def test_masked_text_model_matches_keras(text_export):
 def test_masked_text_model_streams_through_padding(text_export):
     model, report, tflite = text_export
     ids = _token_ids(3, TIME, 30, seed=15)
+    ids[1:, 2] = 0  # a gap inside the sequence, not only padding at the end
     outputs = _stream(tflite, ids)
-    np.testing.assert_allclose(outputs[-1], _keras(model, ids), atol=FLOAT_TOLERANCE)
+    # Every step's output is the model's on the sequence read so far: a
+    # 0 token keeps both states, as Keras's masking does.
+    for t, output in enumerate(outputs):
+        prefix = keras.Sequential([keras.Input((t + 1,), dtype="int32")] + model.layers)
+        expected = _keras(prefix, ids[:, : t + 1])
+        np.testing.assert_allclose(output, expected, atol=FLOAT_TOLERANCE)
     assert report.step_max_abs_diff <= FLOAT_TOLERANCE
 
 
