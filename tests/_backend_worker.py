@@ -168,7 +168,14 @@ def check_saving(inputs, info, work_dir):
 
 
 def check_keras_export(inputs, info, work_dir):
-    """Keras's own `model.export` of a model made here (through jax2tf)."""
+    """Keras's own `model.export` of a model made here (through jax2tf).
+
+    It imports TensorFlow into this process: kept off any GPU, which JAX
+    holds, and run last, so that nothing it does reaches the other checks.
+    """
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
     x = inputs["save_x"]
     model = keras.Sequential(
         [
