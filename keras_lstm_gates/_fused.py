@@ -38,8 +38,11 @@ over `(units, batch)` tensors each step makes, so:
 Under a mixed-precision policy (`mixed_bfloat16`, `mixed_float16`) only the
 matmuls run in the 16-bit compute dtype; the state `LTM`/`STM` and the gate
 arithmetic stay in float32, so the long-term memory does not lose bits step
-after step, and the weights' gradient is one large 16-bit matmul after the
-backward loop (per step, its casts cost more than the matmul saves). Where
+after step, and the weights' gradient is one large matmul after the backward
+loop (per step, its casts cost more than the matmul saves): in bfloat16, and
+in float32 under `mixed_float16`, whose range a loss-scaled sum over batch and
+time would overflow; the loops read the float32 variables and return their
+gradients in float32 (`stored_values`). Where
 the CPU has no 16-bit matrix units, the matmuls stay in float32 too:
 emulated bfloat16 would only be slower.
 
@@ -230,7 +233,7 @@ def run(
     if projected and use_gate_bias is None:
         use_gate_bias = tf.zeros((units,), kernel.dtype)
 
-    def cast(tensors, dtype=mm_dtype):
+    def cast(tensors, dtype):
         return [tf.cast(t, dtype) for t in tensors]
 
     def gate_order(w):
@@ -770,10 +773,9 @@ def _with_backward(projected, mask, all_outputs, xla=False, compile_loops=False)
                 # A gradient of this gradient may be asked (a gradient
                 # penalty): the compiled loops' records are out of reach of
                 # the tape, so differentiate the loop itself.
-                grads = _autodiff_gradient(
+                return _autodiff_gradient(
                     lambda e, h, c, *w: plain(e, h, c, *_in_dtype_of(e, w))[:2]
                 )((events, h0, c0, *stored), (d_hs, d_c_last))
-                return grads
             arrays = records
             if not xla:  # `_backward` reads TensorArrays
                 arrays = {

@@ -6,6 +6,8 @@ with a hand-written backward pass. These tests hold it to the cell's own loop
 independent NumPy reference, and to finite differences.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -111,6 +113,24 @@ def _wide_layers_take_xla_loop(monkeypatch):
     monkeypatch.setattr(_fused, "XLA_TRAINING_MIN_UNITS", UNITS - 1)
 
 
+def _cpu_without_gpu(monkeypatch, flags):
+    """`_fused` sees a CPU with these flags (`/proc/cpuinfo`) and no GPU."""
+    from keras_lstm_gates import _fused
+
+    monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
+
+
+@contextlib.contextmanager
+def _policy(name):
+    """Layers made inside take Keras's global dtype policy `name`."""
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
@@ -209,11 +229,8 @@ def test_mixed_bfloat16_inference_under_xla_matches_float32():
 
     x, h0, c0, mask = _data()
     full, _ = _pair("projected", return_sequences=True)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+    with _policy("mixed_bfloat16"):
         half, _ = _pair("projected", return_sequences=True)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     infer = tf.function(lambda layer, x: layer(x, mask=mask, training=False))
     out = infer(half, tf.constant(x))
     assert out.dtype == tf.bfloat16
@@ -231,11 +248,8 @@ def test_mixed_bfloat16_training_under_xla_matches_float32(monkeypatch, use_gate
     _wide_layers_take_xla_loop(monkeypatch)
     x, h0, c0, mask = _data()
     full, _ = _pair(use_gate, return_sequences=True)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+    with _policy("mixed_bfloat16"):
         half, _ = _pair(use_gate, return_sequences=True)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     half.set_weights(full.get_weights())
     expected = _outputs_and_gradients(full, x, h0, c0, mask, jit=True)
     gpu = lambda kind: ["GPU:0"] if kind == "GPU" else []  # noqa: E731
@@ -592,19 +606,12 @@ def _loop_op_dtypes(layer, x):
 def test_mixed_bfloat16_matmuls_16_bit_only_where_fast(
     monkeypatch, use_gate, matrix_units
 ):
-    from keras_lstm_gates import _fused
-
-    flags = frozenset({"amx_bf16"} if matrix_units else {"avx2"})
-    monkeypatch.setattr(_fused, "_cpu_flags", lambda: flags)
-    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
+    _cpu_without_gpu(monkeypatch, {"amx_bf16"} if matrix_units else {"avx2"})
     x, h0, c0, mask = _data()
     fused, _ = _pair(use_gate)
     outputs32, grads32 = _outputs_and_gradients(fused, x, h0, c0, mask)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+    with _policy("mixed_bfloat16"):
         half, _ = _pair(use_gate)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     dtypes = _loop_op_dtypes(half, x)
     # The gates' arithmetic and the state stay in float32 either way.
     assert dtypes["Sigmoid"] == dtypes["SigmoidGrad"] == {"float32"}
@@ -627,17 +634,11 @@ def test_mixed_bfloat16_long_term_memory_accumulates_in_float32(
     # 0.5, where 1e-3 is below half its spacing.
     import tensorflow as tf
 
-    from keras_lstm_gates import _fused
-
-    monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset({"amx_bf16"}))
-    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
+    _cpu_without_gpu(monkeypatch, {"amx_bf16"})
     steps, units = 1000, 3
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+    with _policy("mixed_bfloat16"):
         layer = FourGateLSTM(units, use_gate=use_gate, return_state=True)
         layer.build((2, steps, 2))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     gates = {k: np.zeros_like(v) for k, v in layer.cell.gate_weights().items()}
     gates.update(
         b_i=np.full(units, 20.0), b_f=np.full(units, 20.0), b_n=np.full(units, 1e-3)
@@ -666,11 +667,9 @@ def test_mixed_float16_weight_gradients_take_a_large_loss_scale(
     # float32 variable).
     import tensorflow as tf
 
-    from keras_lstm_gates import _fused
-
-    flags = frozenset({"avx512_fp16"} if mode == "graph-fp16-matmuls" else ())
-    monkeypatch.setattr(_fused, "_cpu_flags", lambda: flags)
-    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
+    _cpu_without_gpu(
+        monkeypatch, {"avx512_fp16"} if mode == "graph-fp16-matmuls" else ()
+    )
     if mode in ("xla", "graph-wide"):
         _wide_layers_take_xla_loop(monkeypatch)
     rng = np.random.default_rng(9)
@@ -682,12 +681,9 @@ def test_mixed_float16_weight_gradients_take_a_large_loss_scale(
 
     def gradients(policy, scale):
         nonlocal weights
-        keras.mixed_precision.set_global_policy(policy)
-        try:
+        with _policy(policy):
             layer = FourGateLSTM(8, use_gate=use_gate)
             layer.build(x.shape)
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
         weights = weights or [0.3 * rng.standard_normal(w.shape) for w in layer.weights]
         layer.set_weights(weights)
 

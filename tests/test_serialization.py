@@ -43,8 +43,7 @@ def _check_values(config, lstm_config):
     """Each argument's serialized value is what `keras.layers.LSTM` (or
     `LSTMCell`) writes for the same argument: a round trip alone would not
     see a value written under the wrong key."""
-    own = {"use_gate", "use_gate_initializer"}
-    for key in set(NON_DEFAULT) - own:
+    for key in _lstm_arguments():
         assert config[key] == lstm_config[key], key
     assert config["use_gate"] == "classic"
     zeros = keras.initializers.serialize(keras.initializers.get("zeros"))
