@@ -472,9 +472,9 @@ def _forward(
     `all_outputs` (else only the last); `records` (empty without `record`:
     inference) holds one `TensorArray` per tensor the backward pass needs:
     `ifv` (`[i; f; V]`), `n`, `c` (`LTM_{t-1}`), `u`, `hx`
-    (`[STM_{t-1}; E_t; 1]`) and, for the projected Use gate, `kept1`
-    (`[LTM_{t-1} * f; 1]`). The state is in `h0`'s dtype; the matmuls,
-    their operands `hx`/`kept1` and `events` in `kernel`'s.
+    (`[STM_{t-1}; E_t; 1]`) and, for the projected Use gate, `kept`
+    (`LTM_{t-1} * f`). The state is in `h0`'s dtype; the matmuls, their
+    operands `hx`/`kept` and `events` in `kernel`'s.
     """
     units = h0.shape[0]
     dtype = h0.dtype
@@ -493,35 +493,35 @@ def _forward(
             "hx": (kernel.shape[1], h0.shape[1]),
         }
         if projected:
-            shapes["kept1"] = (units + 1, h0.shape[1])
+            shapes["kept"] = h0.shape
     if all_outputs:
         shapes["h"] = h0.shape
     arrays = {
-        name: _array(steps, shape, mm_dtype if name in ("hx", "kept1") else dtype)
+        name: _array(steps, shape, mm_dtype if name in ("hx", "kept") else dtype)
         for name, shape in shapes.items()
     }
-    one = tf.ones_like(h0[:1])
     if projected:  # `W_u` and `b_u`, split once out of `[W_u, b_u]`
         use_w, use_b = use[:, :units], use[:, units:]
 
     def step(t, h, c, arrays):
         hx = tf.concat([tf.cast(h, mm_dtype), events_ta.read(t)], axis=0)
         z = tf.matmul(kernel, hx)
-        kept1 = None
+        kept = None
         if projected:
             ifv, n, kept, c_new = _learn_forget_remember(z, c)
-            if record:  # `[kept; 1]`: the backward pass's `W_u` gradient
-                kept1 = tf.cast(tf.concat([kept, one], axis=0), mm_dtype)
-                z_u = tf.matmul(use, kept1)
-            else:  # no concatenation a step (0.89x the loop's time at 256 units)
-                z_u = tf.matmul(use_w, tf.cast(kept, mm_dtype)) + use_b
+            # `b_u` added, not a row of ones concatenated to `kept`: no
+            # concatenation a step (0.89x the inference loop's time at 256
+            # units), and XLA's CPU backend (TensorFlow 2.21) miscompiles
+            # that concatenation in float64 at some shapes (batch 4).
+            kept = tf.cast(kept, mm_dtype)
+            z_u = tf.matmul(use_w, kept) + use_b
             u, h_new = _projected_use(z_u, ifv)
         else:
             ifv, n, c_new, u, h_new = _step_function(_classic, units)(z, c)
         h_new, c_new = _keep_masked(mask_ta, t, (h_new, c_new), (h, c))
         # One array each: a concatenation here costs more than the writes.
         values = {"h": h_new, "ifv": ifv, "n": n, "c": c, "u": u, "hx": hx}
-        values["kept1"] = kept1
+        values["kept"] = kept
         arrays = {k: ta.write(t, values[k]) for k, ta in arrays.items()}
         return t + 1, h_new, c_new, arrays
 
@@ -878,8 +878,9 @@ def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, 
             arrays["du"] = array(units)
     else:
         sums["kernel"] = tf.zeros_like(kernel)
-        if projected:
-            sums["use"] = tf.zeros_like(use[0])
+        if projected:  # `W_u`'s gradient and `b_u`'s, as a column
+            sums["use"] = tf.zeros_like(use[0][:, :units])
+            sums["use_bias"] = tf.zeros_like(use[0][:, units:])
     kernel_t = tf.transpose(kernel)
     use_t = tf.transpose(use[0][:, :units]) if projected else None
 
@@ -893,8 +894,9 @@ def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, 
             if after_loop:
                 arrays["du"] = arrays["du"].write(t, du_mm)
             else:
-                kept1 = records["kept1"].read(t)
-                sums["use"] += tf.matmul(du, kept1, transpose_b=True)
+                kept = records["kept"].read(t)
+                sums["use"] += tf.matmul(du, kept, transpose_b=True)
+                sums["use_bias"] += tf.reduce_sum(du, axis=1, keepdims=True)
             d_kept = tf.matmul(use_t, du_mm)
             dz, dc_prev = _learn_forget_remember_grad(dc_in, d_kept, dv, ifv, n, c_prev)
         else:
@@ -930,11 +932,13 @@ def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, 
 
         sums["kernel"] = weight_gradient(arrays["dz"], "hx")
         if projected:
-            sums["use"] = weight_gradient(arrays["du"], "kept1")
+            sums["use"] = weight_gradient(arrays["du"], "kept")
+            du = tf.cast(arrays["du"].stack(), sum_dtype)
+            sums["use_bias"] = tf.reduce_sum(du, axis=(0, 2))[:, None]
     grads = [arrays["events"].stack(), dh0, dc0]
     grads.append(sums["kernel"])
-    if projected:
-        grads.append(sums["use"])
+    if projected:  # of `[W_u, b_u]`, transposed, as the loop takes them
+        grads.append(tf.concat([sums["use"], sums["use_bias"]], axis=1))
     return grads
 
 

@@ -427,6 +427,43 @@ def test_gradients_through_inference_calls_match_cell_loop(jit, batch, use_gate)
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_float64_gradients_under_jit_compile_match_cell_loop(training, use_gate):
+    # A float64 layer under jit_compile, at 8 units and a batch of 4: the
+    # shapes where XLA's CPU backend (TensorFlow 2.21) miscompiled the
+    # projected loop's concatenation of a row of ones to `LTM_{t-1} * f`,
+    # and `b_u`'s gradient came out wrong (4.6 against a largest value 5.4).
+    # Narrow layers under XLA take the transposed loop (no monkeypatch).
+    import tensorflow as tf
+
+    units = 8
+    rng = np.random.default_rng(6)
+    x, h0, c0 = (
+        rng.standard_normal(shape)
+        for shape in ((BATCH, 30, 3), (BATCH, units), (BATCH, units))
+    )
+    fused = FourGateLSTM(
+        units, use_gate=use_gate, dtype="float64", return_sequences=True
+    )
+    loop = keras.layers.RNN(
+        FourGateLSTMCell(units, use_gate=use_gate, dtype="float64"),
+        dtype="float64",
+        return_sequences=True,
+    )
+    for layer in (fused, loop):
+        layer.build(x.shape)
+    loop.set_weights(fused.get_weights())
+    fused_out, fused_grads = _outputs_and_gradients(
+        fused, x, h0, c0, None, training=training, jit=True
+    )
+    loop_out, loop_grads = _outputs_and_gradients(loop, x, h0, c0, None)
+    np.testing.assert_allclose(fused_out[0], loop_out[0], atol=1e-12)
+    assert tf.reduce_any(tf.abs(loop_grads[-1]) > 0.1)  # b_u (or b) matters
+    for a, b in zip(fused_grads, loop_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("use_gate", ["classic", "projected"])
 def test_eager_training_of_wide_layers_matches_cell_loop(monkeypatch, use_gate):
     # Traced, a wide layer's loops are compiled with XLA on their own;
     # eagerly (a tape around a direct call, `run_eagerly=True`) they cannot
