@@ -327,13 +327,13 @@ def run(
 
     outputs = hs
     if mask is not None:
-        step_mask = tf.cast(mask, dtype)
-        if zero_output_for_mask:
-            keep = step_mask
-        else:
+        keep = tf.cast(mask, tf.bool)
+        if not zero_output_for_mask:
             # Until a first unmasked step, the output is zero, not STM_0.
-            keep = tf.cast(tf.cumsum(step_mask, axis=0) > 0, dtype)
-        outputs = hs * (keep if return_all_outputs else keep[-1:])
+            keep = tf.cumsum(tf.cast(mask, tf.int32), axis=0) > 0
+        # Selected, not multiplied by 0: a NaN state gives 0 here, as Keras.
+        keep = keep if return_all_outputs else keep[-1:]
+        outputs = tf.where(keep, hs, tf.zeros_like(hs))
     outputs = tf.cast(tf.transpose(outputs, (1, 0, 2)), compute_dtype)
     outputs.set_shape((batch, steps if return_all_outputs else 1, units))
     states = cast([hs[-1], c_last], compute_dtype)

@@ -426,6 +426,52 @@ def test_gradients_through_inference_calls_match_cell_loop(jit, batch, use_gate)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("jit", [False, True], ids=["traced", "jit_compile"])
+def test_masked_outputs_are_zero_even_where_the_state_is_nan(jit, training):
+    # Keras selects a masked step's zero output; multiplying the state by 0
+    # would let a NaN through. (a) `zero_output_for_mask` (which
+    # `Bidirectional` sets) with a NaN input before the padding; (b) a NaN
+    # `STM_0` on a row whose first steps are masked.
+    import tensorflow as tf
+
+    x, h0, c0, _ = _data()
+    x[0, 1, 0] = np.nan
+    h0[1] = np.nan
+    mask = np.ones((BATCH, STEPS), bool)
+    mask[0, 4:] = False
+    mask[1, :2] = False
+    for zero_output in (True, False):
+        fused = FourGateLSTM(
+            UNITS,
+            use_gate="classic",
+            return_sequences=True,
+            zero_output_for_mask=zero_output,
+        )
+        lstm = keras.layers.LSTM(
+            UNITS, return_sequences=True, zero_output_for_mask=zero_output
+        )
+        for layer in (fused, lstm):
+            layer.build(x.shape)
+        lstm.set_weights(fused.get_weights())
+        call = tf.function(
+            lambda layer: layer(
+                x, initial_state=[h0, c0], mask=mask, training=training
+            ),
+            jit_compile=jit,
+            autograph=False,
+        )
+        expected = keras.ops.convert_to_numpy(
+            lstm(x, initial_state=[h0, c0], mask=mask)
+        )
+        got = call(fused).numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert (got[1, :2] == 0).all()  # before the first unmasked step
+        if zero_output:
+            assert (got[0, 4:] == 0).all()  # padding after a NaN
+
+
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 def test_float64_gradients_under_jit_compile_match_cell_loop(training, use_gate):
