@@ -248,7 +248,9 @@ class StepFunction:
             keep = ops.expand_dims(ops.cast(mask, "bool"), -1)
             new_stm = ops.where(keep, new_stm, stm)
             new_ltm = ops.where(keep, new_ltm, ltm)
-            if layer.return_sequences and layer.zero_output_for_mask:
+            if layer.zero_output_for_mask:
+                # Zeros, as the whole sequence's output at this step would be
+                # (its last output too, without `return_sequences`).
                 output = ops.where(keep, output, ops.zeros_like(output))
             else:
                 output = new_stm

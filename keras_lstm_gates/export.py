@@ -53,7 +53,8 @@ class TFLiteExport:
             `serving_default` output, run in the LiteRT interpreter, and the
             Keras model's output, on a seeded random probe input (drawn at
             the mean and variance of a top-level `Normalization` layer that
-            reads the model's input; for `quantize="int8"`, the first
+            reads the model's input; token ids are also measured with every
+            sequence ending in 0-padding; for `quantize="int8"`, the first
             `batch_size` samples of `representative_data`: the ranges were
             calibrated for such inputs, and random ones may lie far outside
             them).
@@ -746,11 +747,34 @@ def _measure(model, path, batch_size, step, probe=None):
     Returns the largest differences of the whole-sequence and the `step`
     outputs, and the scale of the Keras output (at least 1).
     """
-    if probe is None:
-        probe = _probe(model, batch_size)
+    exported = TFLiteModel(path)
+    probes = _probes(model, batch_size) if probe is None else [probe]
+    measured = [_measure_on(model, exported, step, p) for p in probes]
+    max_abs_diff = max(m[0] for m in measured)
+    step_max_abs_diff = None if step is None else max(m[1] for m in measured)
+    return max_abs_diff, step_max_abs_diff, max(m[2] for m in measured)
+
+
+def _probes(model, batch_size):
+    """`_probe`, and for token ids the same with every row ending in padding.
+
+    `_probe`'s first row has no padding, so that every step is measured; at a
+    batch size of 1 that is the only row, and what a masked step outputs
+    (`zero_output_for_mask`, the states kept) would go unmeasured.
+    """
+    probe = _probe(model, batch_size)
+    time = probe.shape[1]
+    if not np.issubdtype(probe.dtype, np.integer) or time < 2:
+        return [probe]
+    padded = probe.copy()
+    padded[:, time - max(1, time // 3) :] = 0
+    return [probe, padded]
+
+
+def _measure_on(model, exported, step, probe):
+    """`_measure` on one probe: `(max_abs_diff, step_max_abs_diff, scale)`."""
     expected = keras.ops.convert_to_numpy(model(probe, training=False))
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-    exported = TFLiteModel(path)
     max_abs_diff = _max_abs_diff(exported(probe), expected)
     if step is None:
         return max_abs_diff, None, scale

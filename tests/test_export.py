@@ -310,6 +310,41 @@ def test_masking_layer_with_zero_output_for_mask(tmp_path):
     assert report.step_max_abs_diff <= FLOAT_TOLERANCE
 
 
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_zero_output_for_mask_streams_zeros_at_batch_size_1(tmp_path, return_sequences):
+    """A masked step outputs zeros with `zero_output_for_mask`, step by step
+    as over the whole sequence, with or without `return_sequences` (the last
+    output of a padded sequence is zero); and at the default batch size of
+    1 the export's own check measures a padded sequence."""
+    keras.utils.set_random_seed(10)
+    model = _randomize(
+        keras.Sequential(
+            [
+                keras.Input((TIME,), dtype="int32"),
+                keras.layers.Embedding(30, 4, mask_zero=True),
+                FourGateLSTM(
+                    5, zero_output_for_mask=True, return_sequences=return_sequences
+                ),
+            ]
+        )
+    )
+    path = tmp_path / "zero_output.tflite"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "converted wrongly" warning
+        report = export_tflite(model, path, streaming=True)
+    assert report.step_max_abs_diff <= FLOAT_TOLERANCE
+    ids = _token_ids(1, TIME, 30, seed=18)
+    ids[0, 4:] = 0  # padding at the end
+    outputs = _stream(TFLiteModel(path), ids)
+    for t, output in enumerate(outputs):
+        prefix = keras.Sequential([keras.Input((t + 1,), dtype="int32")] + model.layers)
+        expected = _keras(prefix, ids[:, : t + 1])
+        if return_sequences:
+            expected = expected[:, -1]
+        np.testing.assert_allclose(output, expected, atol=FLOAT_TOLERANCE)
+    np.testing.assert_array_equal(outputs[-1], 0.0)
+
+
 def _functional_text(mask_zero, vocab=30):
     ids = keras.Input((TIME,), dtype="int32")
     hidden = keras.layers.Embedding(vocab, 4, mask_zero=mask_zero)(ids)
