@@ -11,6 +11,7 @@ is the model's output for the sequence read so far.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_lstm_gates.cell import FourGateLSTMCell
@@ -98,9 +99,63 @@ def sole_input(layer):
     if len(tensors) != 1:  # none, or a second input (an `initial_state`)
         return None
     (first,) = tensors  # passed by position or by keyword
-    if mask is not None and mask is not getattr(first, "_keras_mask", None):
+    if mask is not None and not _same_computation(
+        mask, getattr(first, "_keras_mask", None)
+    ):
         return None
     return first
+
+
+def _same_computation(a, b, depth=0):
+    """Whether Keras tensors `a` and `b` are the same, or computed alike.
+
+    A model loaded from a `.keras` file passes a recurrent layer a mask
+    computed again (`not_equal(ids, 0)` once more), not the very tensor its
+    input carries: the same operations on the same tensors and values.
+    """
+    if a is b:
+        return True
+    history_a = getattr(a, "_keras_history", None)
+    history_b = getattr(b, "_keras_history", None)
+    if history_a is None or history_b is None or depth > 16:
+        return False
+    op_a, op_b = history_a.operation, history_b.operation
+    if isinstance(op_a, keras.layers.Layer) or isinstance(op_b, keras.layers.Layer):
+        return False  # a layer's output is the same only as itself
+    if type(op_a) is not type(op_b) or history_a.tensor_index != history_b.tensor_index:
+        return False
+    if _op_settings(op_a) != _op_settings(op_b):
+        return False
+    node_a = op_a._inbound_nodes[history_a.node_index].arguments
+    node_b = op_b._inbound_nodes[history_b.node_index].arguments
+    flat_a = keras.tree.flatten((node_a.args, node_a.kwargs))
+    flat_b = keras.tree.flatten((node_b.args, node_b.kwargs))
+    if len(flat_a) != len(flat_b):
+        return False
+    for x, y in zip(flat_a, flat_b):
+        symbolic = [isinstance(v, keras.KerasTensor) for v in (x, y)]
+        if any(symbolic):
+            if not all(symbolic) or not _same_computation(x, y, depth + 1):
+                return False
+        elif not _equal_values(x, y):
+            return False
+    return True
+
+
+def _op_settings(op):
+    """An operation's attributes (`axis`, `keepdims`, ...), without its name."""
+    return {
+        k: v
+        for k, v in vars(op).items()
+        if not k.startswith("_") and k not in ("name", "built")
+    }
+
+
+def _equal_values(x, y):
+    try:
+        return bool(np.array_equal(x, y)) and type(x) is type(y)
+    except (TypeError, ValueError):
+        return False
 
 
 def _plan(model):

@@ -994,6 +994,14 @@ def _unstreamable(name):
     elif name == "not_a_chain":
         hidden = FourGateLSTM(2, return_sequences=True)(inputs)
         outputs = FourGateLSTM(4)(keras.layers.Add()([inputs, hidden]))
+    elif name == "foreign_mask":  # not the mask Masking(0.0) computes
+        custom = keras.ops.any(keras.ops.not_equal(inputs, 1.0), axis=-1)
+        outputs = FourGateLSTM(4)(keras.layers.Masking(0.0)(inputs), mask=custom)
+    elif name == "nested_model":
+        inner = keras.Sequential([keras.Input((5, 2)), FourGateLSTM(4)])
+        outputs = inner(inputs)
+    elif name == "per_step_on_time_axis":
+        outputs = FourGateLSTM(4)(keras.layers.Softmax(axis=1)(inputs))
     elif name == "state_from_input":
         first = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling1D()(inputs))
         outputs = FourGateLSTM(4)(inputs, initial_state=[first, first])
@@ -1010,6 +1018,9 @@ def _unstreamable(name):
         ("other_rnn", "only the states of this package's FourGateLSTM"),
         ("mixes_time", "not known to act on each time step alone"),
         ("not_a_chain", "must form a chain"),
+        ("foreign_mask", "must form a chain"),
+        ("nested_model", "nested models are not supported; flatten its layers"),
+        ("per_step_on_time_axis", "it acts on axis 1, not on the features"),
         ("state_from_input", "must form a chain"),
         ("no_recurrent_layer", "no FourGateLSTM layer"),
     ],
@@ -1053,6 +1064,25 @@ def test_keyword_called_functional_chain_streams(tmp_path):
     model = _randomize(keras.Model(inputs, FourGateLSTM(5)(sequences=hidden)))
     report = export_tflite(model, tmp_path / "m.tflite", streaming=True)
     assert report.step_max_abs_diff <= FLOAT_TOLERANCE
+
+
+@pytest.mark.parametrize("how", ["loaded", "reused"])
+def test_functional_text_chain_streams_when_loaded_or_reused(tmp_path, how):
+    # A loaded model's layers, or a model's layers called again in a second
+    # model, have more than one call node: still a chain, with its mask.
+    keras.utils.set_random_seed(12)
+    model = _functional_text(mask_zero=True)
+    if how == "loaded":
+        model.save(tmp_path / "m.keras")
+        model = keras.models.load_model(tmp_path / "m.keras")
+    else:
+        ids = keras.Input((TIME,), dtype="int32")
+        keras.Model(ids, model(ids))  # the layers' second call node
+    report = export_tflite(model, tmp_path / "m.tflite", batch_size=3, streaming=True)
+    assert report.step_max_abs_diff <= FLOAT_TOLERANCE
+    ids = _token_ids(3, TIME, 30, seed=19)
+    streamed = _stream(TFLiteModel(tmp_path / "m.tflite"), ids)[-1]
+    np.testing.assert_allclose(streamed, _keras(model, ids), atol=FLOAT_TOLERANCE)
 
 
 def test_mixed_precision_export_does_not_warn(tmp_path):
