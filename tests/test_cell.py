@@ -237,13 +237,28 @@ def test_weights_by_option(use_gate, use_bias, names):
 
 
 @pytest.mark.parametrize("use_gate", USE_GATES)
-def test_no_bias_matches_reference_with_zero_biases(use_gate):
+@pytest.mark.parametrize("layer_kind", ["FourGateLSTM", "RNN(cell)"])
+def test_no_bias_matches_reference_with_zero_biases(use_gate, layer_kind):
+    # The fused loop and Keras's loop over the cell, with random weights set
+    # under the equations' names (no `b_` keys without biases).
     rng = np.random.default_rng(5)
-    layer = FourGateLSTM(4, use_gate=use_gate, use_bias=False, return_sequences=True)
+    kwargs = dict(use_gate=use_gate, use_bias=False)
+    if layer_kind == "FourGateLSTM":
+        layer = FourGateLSTM(4, **kwargs, return_sequences=True)
+    else:
+        layer = keras.layers.RNN(FourGateLSTMCell(4, **kwargs), return_sequences=True)
     x = rng.normal(size=(2, 8, 3)).astype("float32")
     layer.build(x.shape)
-    weights = layer.cell.gate_weights()
-    assert not any(key.startswith("b_") for key in weights)
+    weights = {
+        k: v
+        for k, v in reference.random_gate_weights(4, 3, use_gate, rng).items()
+        if not k.startswith("b_")
+    }
+    layer.cell.set_gate_weights(weights)
+    read = layer.cell.gate_weights()
+    assert sorted(read) == sorted(weights)
+    for key, value in weights.items():
+        np.testing.assert_allclose(read[key], value, rtol=1e-6)
     full = dict(weights, **{f"b_{g}": np.zeros(4) for g in "nifvu"})
     expected = reference.four_gate_lstm(x, full, use_gate)["STM"]
     np.testing.assert_allclose(layer(x), expected, atol=1e-5)
@@ -276,6 +291,22 @@ def test_unknown_use_gate_is_a_clear_error():
 def test_dropout_outside_unit_interval_is_a_clear_error(argument, rate):
     with pytest.raises(ValueError, match=rf"{argument} must be a float in \[0, 1\)"):
         FourGateLSTMCell(4, **{argument: rate})
+
+
+@pytest.mark.parametrize("rate", ["0.1", None, True])
+def test_dropout_of_another_type_is_a_clear_error(rate):
+    with pytest.raises(TypeError, match=r"dropout must be a float in \[0, 1\), got "):
+        FourGateLSTMCell(4, dropout=rate)
+
+
+def test_states_not_a_list_is_a_clear_error():
+    cell = _built_cell(4, 3)
+    x, stm = np.zeros((2, 3), "float32"), np.zeros((2, 4), "float32")
+    message = r"states must be a list \[STM_\{t-1\}, LTM_\{t-1\}\] .*got one "
+    with pytest.raises(ValueError, match=message):
+        cell(x, stm)
+    with pytest.raises(ValueError, match=r"states must be a list .*got 1 array\b"):
+        cell(x, [stm])
 
 
 def test_numpy_integer_units_are_accepted():

@@ -131,6 +131,19 @@ def test_padded_sequence_equals_unpadded_with_masking_layer(use_gate):
     np.testing.assert_allclose(model(padded), layer(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("unroll", [False, True], ids=["fused", "keras-loop"])
+def test_mask_given_as_a_list_is_the_mask(unroll):
+    # Keras hands a layer its mask in a list where it came with a list input.
+    x = _inputs((3, 6, 4))
+    mask = np.ones((3, 6), bool)
+    mask[0, 4:] = False
+    mask[1, 2] = False
+    layer = FourGateLSTM(5, return_sequences=True, unroll=unroll)
+    expected = layer(x, mask=mask)
+    np.testing.assert_allclose(layer(x, mask=[mask]), expected, atol=1e-7)
+    assert not np.allclose(layer(x), expected, atol=1e-3)
+
+
 @pytest.mark.parametrize("use_gate", USE_GATES)
 def test_initial_state_continues_a_sequence(use_gate):
     x = _inputs((3, 10, 4))

@@ -201,6 +201,9 @@ def test_token_ids_outside_int32_are_refused(tmp_path):
     np.testing.assert_array_equal(tflite(ids.astype("int64")), tflite(ids))
     with pytest.raises(ValueError, match=r"holds values outside int32 .*wrap around"):
         tflite(ids + 2**32)
+    # Floats for token ids (1.7 would become id 1): refused, not truncated.
+    with pytest.raises(TypeError, match=r"must hold integers \(int32\), got float64"):
+        tflite(ids + 0.7)
 
 
 def test_call_runs_a_file_of_your_own_converter(files, tmp_path):

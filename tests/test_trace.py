@@ -107,6 +107,13 @@ def test_trace_of_a_layer_that_is_not_ours_is_a_clear_error(layer):
         trace_gates(layer, np.zeros((1, 3, 2), "float32"))
 
 
+def test_trace_of_a_model_names_the_layer_to_pass():
+    model = keras.Sequential([keras.Input((3, 2)), FourGateLSTM(4, name="lstm")])
+    with pytest.raises(TypeError, match=r"got Sequential; pass one of its layers"):
+        trace_gates(model, np.zeros((1, 3, 2), "float32"))
+    assert trace_gates(model.get_layer("lstm"), np.zeros((1, 3, 2), "float32"))
+
+
 def test_trace_with_wrong_feature_size_is_a_clear_error():
     layer = FourGateLSTM(4)
     layer(np.zeros((1, 3, 2), "float32"))
