@@ -284,6 +284,9 @@ def run(
         # unknown dimension (`predict` over a dataset's batches) or under
         # `batch_major_inference` (TFLite export).
         events = tf.transpose(events, (0, 2, 1))
+        # XLA's CPU backend (TensorFlow 2.21) can miscompile a float64
+        # concatenation of a row of ones (see `_forward`); this one, after
+        # the transposes, comes out right (tested in float64 at batch 4).
         events = tf.concat([events, tf.ones_like(events[:, :1])], axis=1)
         weights = [recurrent_kernel, kernel, tf.reshape(bias, (1, -1))]
         weights = [tf.transpose(gate_order(tf.concat(weights, axis=0)))]
@@ -932,8 +935,9 @@ def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, 
 
         sums["kernel"] = weight_gradient(arrays["dz"], "hx")
         if projected:
-            sums["use"] = weight_gradient(arrays["du"], "kept")
             du = tf.cast(arrays["du"].stack(), sum_dtype)
+            kept = tf.cast(records["kept"].stack(), sum_dtype)
+            sums["use"] = tf.einsum("tgb,tkb->gk", du, kept)
             sums["use_bias"] = tf.reduce_sum(du, axis=(0, 2))[:, None]
     grads = [arrays["events"].stack(), dh0, dc0]
     grads.append(sums["kernel"])

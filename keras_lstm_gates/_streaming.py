@@ -106,15 +106,27 @@ def sole_input(layer):
     return first
 
 
-def _same_computation(a, b, depth=0):
+def _same_computation(a, b, depth=0, memo=None):
     """Whether Keras tensors `a` and `b` are the same, or computed alike.
 
     A model loaded from a `.keras` file passes a recurrent layer a mask
     computed again (`not_equal(ids, 0)` once more), not the very tensor its
     input carries: the same operations on the same tensors and values.
+    Each pair is compared once (`memo`): a mask that reads a tensor twice
+    would otherwise double the work at every level.
     """
     if a is b:
         return True
+    memo = {} if memo is None else memo
+    key = (id(a), id(b))
+    if key not in memo:
+        memo[key] = _same_operation(a, b, depth, memo)
+    return memo[key]
+
+
+def _same_operation(a, b, depth, memo):
+    """`_same_computation` of two distinct tensors: the same operation with
+    the same settings, on arguments computed alike."""
     history_a = getattr(a, "_keras_history", None)
     history_b = getattr(b, "_keras_history", None)
     if history_a is None or history_b is None or depth > 16:
@@ -124,7 +136,10 @@ def _same_computation(a, b, depth=0):
         return False  # a layer's output is the same only as itself
     if type(op_a) is not type(op_b) or history_a.tensor_index != history_b.tensor_index:
         return False
-    if _op_settings(op_a) != _op_settings(op_b):
+    settings_a, settings_b = _op_settings(op_a), _op_settings(op_b)
+    if settings_a.keys() != settings_b.keys() or not all(
+        _equal_values(settings_a[k], settings_b[k]) for k in settings_a
+    ):
         return False
     node_a = op_a._inbound_nodes[history_a.node_index].arguments
     node_b = op_b._inbound_nodes[history_b.node_index].arguments
@@ -135,7 +150,7 @@ def _same_computation(a, b, depth=0):
     for x, y in zip(flat_a, flat_b):
         symbolic = [isinstance(v, keras.KerasTensor) for v in (x, y)]
         if any(symbolic):
-            if not all(symbolic) or not _same_computation(x, y, depth + 1):
+            if not all(symbolic) or not _same_computation(x, y, depth + 1, memo):
                 return False
         elif not _equal_values(x, y):
             return False
@@ -152,9 +167,17 @@ def _op_settings(op):
 
 
 def _equal_values(x, y):
+    """Whether two constants are equal (NaN equal to NaN: `Masking(nan)`)."""
+    if type(x) is not type(y):
+        return False
     try:
-        return bool(np.array_equal(x, y)) and type(x) is type(y)
-    except (TypeError, ValueError):
+        return bool(np.array_equal(x, y, equal_nan=True))
+    except TypeError:  # not numbers
+        try:
+            return bool(np.array_equal(x, y))
+        except (TypeError, ValueError):
+            return False
+    except ValueError:
         return False
 
 

@@ -428,29 +428,25 @@ def test_gradients_through_inference_calls_match_cell_loop(jit, batch, use_gate)
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("jit", [False, True], ids=["traced", "jit_compile"])
-def test_masked_outputs_are_zero_even_where_the_state_is_nan(jit, training):
+@pytest.mark.parametrize("sequences", [True, False], ids=["sequences", "last"])
+def test_masked_outputs_are_zero_even_where_the_state_is_nan(sequences, jit, training):
     # Keras selects a masked step's zero output; multiplying the state by 0
     # would let a NaN through. (a) `zero_output_for_mask` (which
     # `Bidirectional` sets) with a NaN input before the padding; (b) a NaN
-    # `STM_0` on a row whose first steps are masked.
+    # `STM_0` on a row whose first steps are masked (row 3: all of them).
     import tensorflow as tf
 
     x, h0, c0, _ = _data()
     x[0, 1, 0] = np.nan
-    h0[1] = np.nan
+    h0[1] = h0[3] = np.nan
     mask = np.ones((BATCH, STEPS), bool)
     mask[0, 4:] = False
     mask[1, :2] = False
+    mask[3, :] = False
     for zero_output in (True, False):
-        fused = FourGateLSTM(
-            UNITS,
-            use_gate="classic",
-            return_sequences=True,
-            zero_output_for_mask=zero_output,
-        )
-        lstm = keras.layers.LSTM(
-            UNITS, return_sequences=True, zero_output_for_mask=zero_output
-        )
+        options = dict(return_sequences=sequences, zero_output_for_mask=zero_output)
+        fused = FourGateLSTM(UNITS, use_gate="classic", **options)
+        lstm = keras.layers.LSTM(UNITS, **options)
         for layer in (fused, lstm):
             layer.build(x.shape)
         lstm.set_weights(fused.get_weights())
@@ -467,7 +463,9 @@ def test_masked_outputs_are_zero_even_where_the_state_is_nan(jit, training):
         got = call(fused).numpy()
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
         np.testing.assert_allclose(got, expected, atol=1e-5)
-        assert (got[1, :2] == 0).all()  # before the first unmasked step
+        assert (got[3] == 0).all()  # no unmasked step
+        if sequences:
+            assert (got[1, :2] == 0).all()  # before the first unmasked step
         if zero_output:
             assert (got[0, 4:] == 0).all()  # padding after a NaN
 
