@@ -68,6 +68,13 @@ def _chain(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if sole_input(layer) is not current:
+            if _reads_with_other_mask(layer, current):
+                raise _cannot_stream(
+                    layer,
+                    "it is given a mask other than the one its input carries "
+                    "(an Embedding's or a Masking layer's), and the step "
+                    "computes only that one",
+                )
             raise ValueError(
                 f"streaming=True: the model's layers must form a chain (each "
                 f"layer reads the previous one's output), but layer "
@@ -90,20 +97,32 @@ def sole_input(layer):
     or a `Masking` layer) is not another input: the step carries it. Any
     other tensor argument (an `initial_state`, a second input) is.
     """
-    nodes = getattr(layer, "_inbound_nodes", None) or []
-    if len(nodes) != 1:
-        return None
-    arguments = nodes[0].arguments
-    mask = arguments.kwargs.get("mask")
-    tensors = [t for t in arguments.keras_tensors if t is not mask]
-    if len(tensors) != 1:  # none, or a second input (an `initial_state`)
-        return None
-    (first,) = tensors  # passed by position or by keyword
+    first, mask = _input_and_mask(layer)
     if mask is not None and not _same_computation(
         mask, getattr(first, "_keras_mask", None)
     ):
         return None
     return first
+
+
+def _input_and_mask(layer):
+    """`(tensor, mask)` of a layer called once on one tensor (`mask=` may be
+    `None`), else `(None, None)`."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if len(nodes) != 1:
+        return None, None
+    arguments = nodes[0].arguments
+    mask = arguments.kwargs.get("mask")
+    tensors = [t for t in arguments.keras_tensors if t is not mask]
+    if len(tensors) != 1:  # none, or a second input (an `initial_state`)
+        return None, None
+    return tensors[0], mask  # passed by position or by keyword
+
+
+def _reads_with_other_mask(layer, tensor):
+    """Whether `layer` reads `tensor` alone, with a mask `sole_input` refused."""
+    first, mask = _input_and_mask(layer)
+    return first is tensor and mask is not None
 
 
 def _same_computation(a, b, depth=0, memo=None):

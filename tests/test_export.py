@@ -1018,7 +1018,7 @@ def _unstreamable(name):
         ("other_rnn", "only the states of this package's FourGateLSTM"),
         ("mixes_time", "not known to act on each time step alone"),
         ("not_a_chain", "must form a chain"),
-        ("foreign_mask", "must form a chain"),
+        ("foreign_mask", "given a mask other than the one its input carries"),
         ("nested_model", "nested models are not supported; flatten its layers"),
         ("per_step_on_time_axis", "it acts on axis 1, not on the features"),
         ("state_from_input", "must form a chain"),
