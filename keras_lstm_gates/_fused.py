@@ -929,15 +929,16 @@ def _backward(projected, mask, all_outputs, records, events, h0, weights, d_hs, 
         # Sum over time and batch of d(pre-activation) x operand.
         sum_dtype = _weight_gradient_dtype(mm_dtype, dtype)
 
-        def weight_gradient(d, operand):
-            d, operand = (tf.cast(t.stack(), sum_dtype) for t in (d, records[operand]))
-            return tf.einsum("tgb,tkb->gk", d, operand)
+        def stacked(array):
+            return tf.cast(array.stack(), sum_dtype)
 
-        sums["kernel"] = weight_gradient(arrays["dz"], "hx")
+        def weight_gradient(d, operand):
+            return tf.einsum("tgb,tkb->gk", d, stacked(records[operand]))
+
+        sums["kernel"] = weight_gradient(stacked(arrays["dz"]), "hx")
         if projected:
-            du = tf.cast(arrays["du"].stack(), sum_dtype)
-            kept = tf.cast(records["kept"].stack(), sum_dtype)
-            sums["use"] = tf.einsum("tgb,tkb->gk", du, kept)
+            du = stacked(arrays["du"])  # read once for `W_u` and `b_u`
+            sums["use"] = weight_gradient(du, "kept")
             sums["use_bias"] = tf.reduce_sum(du, axis=(0, 2))[:, None]
     grads = [arrays["events"].stack(), dh0, dc0]
     grads.append(sums["kernel"])

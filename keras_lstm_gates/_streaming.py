@@ -189,15 +189,15 @@ def _equal_values(x, y):
     """Whether two constants are equal (NaN equal to NaN: `Masking(nan)`)."""
     if type(x) is not type(y):
         return False
-    try:
-        return bool(np.array_equal(x, y, equal_nan=True))
-    except TypeError:  # not numbers
+    # `equal_nan` asks for numbers; strings, `None` and dtypes compare without.
+    for options in ({"equal_nan": True}, {}):
         try:
-            return bool(np.array_equal(x, y))
-        except (TypeError, ValueError):
+            return bool(np.array_equal(x, y, **options))
+        except TypeError:
+            continue
+        except ValueError:
             return False
-    except ValueError:
-        return False
+    return False
 
 
 def _plan(model):

@@ -220,9 +220,8 @@ def test_step_by_step_matches_whole_sequence(exported, name):
 def _keras_on_prefix(model, x, length):
     """The model's output on the first `length` steps (a same-weight copy
     with a shorter input)."""
-    copy = keras.Sequential(
-        [keras.Input((length, FEATURES))] + [layer for layer in model.layers]
-    )
+    shape = (length,) + x.shape[2:]
+    copy = keras.Sequential([keras.Input(shape, dtype=x.dtype)] + model.layers)
     return _keras(copy, x[:, :length])
 
 
@@ -271,8 +270,7 @@ def test_masked_text_model_streams_through_padding(text_export):
     # Every step's output is the model's on the sequence read so far: a
     # 0 token keeps both states, as Keras's masking does.
     for t, output in enumerate(outputs):
-        prefix = keras.Sequential([keras.Input((t + 1,), dtype="int32")] + model.layers)
-        expected = _keras(prefix, ids[:, : t + 1])
+        expected = _keras_on_prefix(model, ids, t + 1)
         np.testing.assert_allclose(output, expected, atol=FLOAT_TOLERANCE)
     assert report.step_max_abs_diff <= FLOAT_TOLERANCE
 
@@ -337,8 +335,7 @@ def test_zero_output_for_mask_streams_zeros_at_batch_size_1(tmp_path, return_seq
     ids[0, 4:] = 0  # padding at the end
     outputs = _stream(TFLiteModel(path), ids)
     for t, output in enumerate(outputs):
-        prefix = keras.Sequential([keras.Input((t + 1,), dtype="int32")] + model.layers)
-        expected = _keras(prefix, ids[:, : t + 1])
+        expected = _keras_on_prefix(model, ids, t + 1)
         if return_sequences:
             expected = expected[:, -1]
         np.testing.assert_allclose(output, expected, atol=FLOAT_TOLERANCE)
