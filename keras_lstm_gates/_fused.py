@@ -92,6 +92,22 @@ def without_own_xla():
 
 
 @contextlib.contextmanager
+def exporting(batch_major=False, own_xla=True):
+    """What an export needs of the layers traced inside, in this thread.
+
+    `batch_major`: inference takes the batch-major loop with the events'
+    projection before it (for TFLite). `own_xla=False`: nothing is compiled
+    with XLA on its own (a SavedModel for a server without XLA).
+    """
+    with contextlib.ExitStack() as stack:
+        if batch_major:
+            stack.enter_context(_tracing_setting("batch_major"))
+        if not own_xla:
+            stack.enter_context(_tracing_setting("no_xla"))
+        yield
+
+
+@contextlib.contextmanager
 def _tracing_setting(name):
     """Sets `_tracing.<name>` for what is traced inside, in this thread."""
     previous = getattr(_tracing, name, False)

@@ -145,7 +145,9 @@ def export_saved_model(
     # Without `jit_compile`, nothing in the file is compiled with XLA: not
     # even the loops a layer compiles on its own where shapes are static
     # (a fixed `batch_size`), which a server without XLA could not run.
-    no_xla = contextlib.nullcontext() if jit_compile else _fused.without_own_xla()
+    no_xla = (
+        contextlib.nullcontext() if jit_compile else _fused.exporting(own_xla=False)
+    )
     with _atomic_target(path, directory=True) as staging, no_xla:
         _write_saved_model(model, staging, batch_size, jit_compile=bool(jit_compile))
     return path
@@ -267,7 +269,7 @@ def export_tflite(
     from keras_lstm_gates import _fused  # imports TensorFlow: only once checked
 
     with tempfile.TemporaryDirectory(prefix="keras_lstm_gates_export_") as workdir:
-        with _fused.batch_major_inference():
+        with _fused.exporting(batch_major=True):
             _write_saved_model(converted, workdir, batch_size, step=step)
         content = _convert(
             workdir, converted, batch_size, quantize, representative_data, step
@@ -337,7 +339,7 @@ def tflite_tracing():
     _require_tensorflow("tflite_tracing")
     from keras_lstm_gates import _fused  # imports TensorFlow: only once checked
 
-    with _fused.batch_major_inference():
+    with _fused.exporting(batch_major=True):
         yield
 
 
