@@ -4,10 +4,6 @@ import keras
 import numpy as np
 from keras import ops
 
-# The loop `keras.layers.RNN` itself runs (masking, go_backwards, unroll) has
-# no public name; using it keeps our layer's loop identical to the base class.
-from keras.src import backend
-
 from keras_lstm_gates import _checks
 from keras_lstm_gates.cell import FourGateLSTMCell
 from keras_lstm_gates.cell import GateActivations
@@ -36,6 +32,28 @@ def _four_gate_cell(layer):
             "inputs (or build the model) first"
         )
     return cell
+
+
+class _GateSteps(keras.layers.Layer):
+    """A step of `cell` whose output is every gate's activation, side by side.
+
+    The activations lead the states: on a masked step the JAX backend's loop
+    repeats the first state as the output, so it must be the activations; they
+    start as zero gates and the initial state, as the layer outputs `STM_0`.
+    """
+
+    def __init__(self, cell, **kwargs):
+        super().__init__(dtype=cell.variable_dtype, **kwargs)
+        self.cell = cell
+        self.output_size = len(GateActivations._fields) * cell.units
+        self.state_size = [self.output_size, cell.units, cell.units]
+        self.built = True
+
+    def call(self, inputs, states):
+        _, stm_prev, ltm_prev = states
+        gates = self.cell.gates(self.cell.pre_activations(inputs, stm_prev), ltm_prev)
+        activations = ops.concatenate(list(gates), axis=-1)
+        return activations, [activations, gates.STM, gates.LTM]
 
 
 def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) -> dict:
@@ -93,37 +111,28 @@ def trace_gates(layer: keras.layers.RNN, inputs, initial_state=None, mask=None) 
     if mask is not None:
         mask = ops.convert_to_tensor(mask, dtype="bool")
 
-    # The activations lead the state: on a masked step the JAX backend's loop
-    # repeats the first state as the output, so it must be the activations:
-    # zero gates and the initial state, as the layer outputs `STM_0` there.
     zeros = ops.zeros((batch_size, cell.units), dtype=inputs.dtype)
     start = {"LTM": initial_state[1], "STM": initial_state[0]}
     activations = ops.concatenate(
         [start.get(name, zeros) for name in GateActivations._fields], axis=-1
     )
-
-    def step(event, states):
-        _, stm_prev, ltm_prev = states
-        z = cell.pre_activations(event, stm_prev)
-        gates = cell.gates(z, ltm_prev)
-        activations = ops.concatenate(list(gates), axis=-1)
-        return activations, [activations, gates.STM, gates.LTM]
-
-    _, outputs, _ = backend.rnn(
-        step,
-        inputs,
-        [activations, *initial_state],
+    # `keras.layers.RNN` runs the loop our layer's base class runs (masking,
+    # go_backwards), so a masked step is what the layer makes of it.
+    loop = keras.layers.RNN(
+        _GateSteps(cell, name=f"{layer.name}_gate_steps"),
+        return_sequences=True,
         go_backwards=layer.go_backwards,
-        mask=mask,
-        input_length=inputs.shape[1],
-        return_all_outputs=True,
+        dtype=cell.variable_dtype,
+        name=f"{layer.name}_trace",
     )
+    outputs = loop(inputs, initial_state=[activations, *initial_state], mask=mask)
     outputs = np.split(ops.convert_to_numpy(outputs), len(GateActivations._fields), -1)
     trace = dict(zip(GateActivations._fields, outputs))
     if mask is not None:
         # Before a sequence's first unmasked step, its long-term memory is
         # LTM_0 (TensorFlow's loop outputs zeros there). STM is the layer's
-        # output: zeros there on TensorFlow, STM_0 on JAX, as Keras's LSTM.
+        # output: zeros there on TensorFlow and torch, STM_0 on JAX, as Keras's
+        # LSTM.
         order = ops.convert_to_numpy(mask)[:, :: -1 if layer.go_backwards else 1]
         started = (np.cumsum(order, axis=1) > 0)[..., None]
         ltm_0 = ops.convert_to_numpy(initial_state[1])[:, None]
