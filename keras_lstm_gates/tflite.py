@@ -1,21 +1,29 @@
-"""`TFLiteModel`: run an exported `.tflite` file with the LiteRT interpreter."""
+"""`TFLiteModel`: run an exported `.tflite` file with the LiteRT interpreter.
 
+`ai_edge_litert` is imported only when a `.tflite` file is read, so that
+`import keras_lstm_gates` works without it (e.g. under the JAX backend).
+"""
+
+import functools
 import numbers
 import os
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.interpreter import Interpreter
 
 SERVING = "serving_default"
 STEP = "step"
 
-# TFLite's builtin operator codes, by number, under their schema names.
-_BUILTIN_NAMES = {
-    code: name
-    for name, code in vars(schema.BuiltinOperator).items()
-    if not name.startswith("_")
-}
+
+@functools.cache
+def _builtin_names():
+    """TFLite's builtin operator codes, by number, under their schema names."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {
+        code: name
+        for name, code in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
+    }
 
 
 def tflite_ops(content: bytes) -> frozenset:
@@ -32,6 +40,8 @@ def tflite_ops(content: bytes) -> frozenset:
         (`"FULLY_CONNECTED"`, `"WHILE"`, ...), custom ops under their custom
         code (a Select-TF op reads `"Flex..."`).
     """
+    from ai_edge_litert import schema_py_generated as schema
+
     model = schema.ModelT.InitFromPackedBuf(content, 0)
     return frozenset(_op_name(code) for code in model.operatorCodes or ())
 
@@ -43,10 +53,12 @@ def _text(value):
 
 def _op_name(code):
     """The name of an `OperatorCodeT`, as `tflite_ops` gives it."""
+    from ai_edge_litert import schema_py_generated as schema
+
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if builtin == schema.BuiltinOperator.CUSTOM:
         return _text(code.customCode)
-    return _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
+    return _builtin_names().get(builtin, f"BUILTIN_{builtin}")
 
 
 class TFLiteModel:
@@ -74,6 +86,8 @@ class TFLiteModel:
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
         if num_threads is not None and (
             isinstance(num_threads, bool)
             or not isinstance(num_threads, numbers.Integral)
@@ -236,6 +250,8 @@ class TFLiteModel:
     def _gather_message(self, signature, feed):
         """Why a `GATHER` (an `Embedding`'s lookup) failed: the ids given
         against the rows of the file's embedding tables."""
+        from ai_edge_litert import schema_py_generated as schema
+
         model = schema.ModelT.InitFromPackedBuf(self._content, 0)
         index = next(
             (
