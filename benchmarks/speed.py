@@ -13,11 +13,12 @@ python benchmarks/speed.py                      # everything, TensorFlow
 python benchmarks/speed.py --quick              # a short smoke run
 python benchmarks/speed.py --backend jax        # Keras's JAX backend
 python benchmarks/speed.py --sections train,infer --runs 20
+python benchmarks/speed.py --sections fit,predict   # the path users take
 ```
 
 Results go to `benchmarks/results/<backend>/speed.json` and `speed.md`.
-Sections: `peak` (matmul GFLOP/s), `train`, `infer`, `bf16`, `length`,
-`memory`, `tflite` (TensorFlow only).
+Sections: `peak` (matmul GFLOP/s), `train`, `infer`, `fit`, `predict`,
+`bf16`, `length`, `memory`, `tflite` (TensorFlow only).
 """
 
 import argparse
@@ -32,12 +33,26 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("peak", "train", "infer", "bf16", "length", "memory", "tflite")
+SECTIONS = (
+    "peak",
+    "train",
+    "infer",
+    "fit",
+    "predict",
+    "bf16",
+    "length",
+    "memory",
+    "tflite",
+)
 TENSORFLOW_ONLY = ("tflite",)
 SHAPES = ((64, 100, 16, 128), (32, 200, 64, 256), (1, 100, 16, 64), (64, 100, 16, 8))
 QUICK_SHAPES = ((64, 100, 16, 128),)
 LENGTHS = (50, 100, 200, 400, 800)
 BASELINE = "keras LSTM"
+TORCH = "torch.nn.LSTM"
+# `fit` and `predict`: batches in an epoch, and torch's CPU threads there.
+EPOCH_BATCHES = 30
+EPOCH_TORCH_THREADS = 2
 
 # ---------------------------------------------------------------------------
 # Setup: the backend must be chosen before Keras is imported.
@@ -74,20 +89,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.shapes is not None:
         try:
-            args.shapes = tuple(
-                tuple(int(n) for n in shape.split(","))
-                for shape in args.shapes.split(";")
-                if shape.strip()
-            )
-        except ValueError:
-            args.shapes = ()
-        if not args.shapes or any(
-            len(shape) != 4 or min(shape) < 1 for shape in args.shapes
-        ):
-            parser.error(
-                "--shapes: expected positive batch,time,features,units "
-                "separated by ';', e.g. '64,100,16,128;32,200,64,256'"
-            )
+            args.shapes = parse_shapes(args.shapes)
+        except ValueError as error:
+            parser.error(f"--shapes: {error}")
     backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     runnable = [
         s for s in SECTIONS if backend == "tensorflow" or s not in TENSORFLOW_ONLY
@@ -119,6 +123,24 @@ def parse_args(argv=None):
     if args.runs < 1:
         parser.error(f"--runs must be a positive int, got {args.runs}")
     return args
+
+
+def parse_shapes(text):
+    """`"B,T,F,U;B,T,F,U"` -> a tuple of 4-tuples of positive ints."""
+    try:
+        shapes = tuple(
+            tuple(int(n) for n in shape.split(","))
+            for shape in text.split(";")
+            if shape.strip()
+        )
+    except ValueError:
+        shapes = ()
+    if not shapes or any(len(shape) != 4 or min(shape) < 1 for shape in shapes):
+        raise ValueError(
+            "expected positive batch,time,features,units separated by ';', "
+            f"e.g. '64,100,16,128;32,200,64,256', got {text!r}"
+        )
+    return shapes
 
 
 def select_backend(backend):
@@ -182,7 +204,7 @@ def lstm_flops(shape, projected=False):
 FAILED = {}
 
 
-def time_interleaved(fns, runs, warmup=3, burst=1):
+def time_interleaved(fns, runs, warmup=3, burst=1, progress=None):
     """Times each callable `runs` times, interleaved; returns seconds lists.
 
     With `burst` above 1, each turn calls a contender `burst` times in a row
@@ -192,8 +214,13 @@ def time_interleaved(fns, runs, warmup=3, burst=1):
 
     A contender that raises in its warm-up is left out of the timing and
     noted in `FAILED` (say, a Keras layer that cannot run in that mode).
+    With a `progress` label, each warm-up and each round prints a line: a
+    long run shows that it is alive.
     """
+    started = time.perf_counter()
     for name, fn in list(fns.items()):
+        if progress:
+            print(f"  {progress}: warming up {name}", flush=True)
         try:
             for _ in range(warmup):
                 fn()
@@ -210,6 +237,9 @@ def time_interleaved(fns, runs, warmup=3, burst=1):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+        if progress:
+            elapsed = time.perf_counter() - started
+            print(f"  {progress}: run {len(times[name])}/{runs}, {elapsed:.0f} s")
     return times
 
 
@@ -254,6 +284,33 @@ def random_data(shape, seed=0):
     x = rng.standard_normal((batch, steps, features)).astype("float32")
     y = rng.standard_normal((batch, 1)).astype("float32")
     return x, y
+
+
+def epoch_data(shape, batches=EPOCH_BATCHES, seed=0):
+    """`batches` batches of random data: NumPy pairs and `tf.data` Datasets.
+
+    Returns `(pairs, train, infer)`: a list of `(x, y)` batches, a Dataset of
+    them for `model.fit` and one of the `x` alone for `model.predict`, both
+    cached in memory after their first epoch (the warm-up), so an epoch
+    times the model, not the input pipeline.
+    """
+    import tensorflow as tf
+
+    batch, steps, features, _ = shape
+    x, y = random_data((batch * batches, steps, features, None), seed)
+    pairs = [
+        (x[i : i + batch], y[i : i + batch]) for i in range(0, batch * batches, batch)
+    ]
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+    infer = tf.data.Dataset.from_tensor_slices(x).batch(batch).cache()
+    return pairs, train, infer
+
+
+def keras_epoch(model, data, fit):
+    """An epoch of `model.fit` over `data`, or of `model.predict`."""
+    if fit:
+        return lambda: model.fit(data, epochs=1, verbose=0)
+    return lambda: model.predict(data, verbose=0)
 
 
 def build_model(make_layer, shape, jit):
@@ -312,38 +369,47 @@ def keras_gpu():
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
 
 
-def torch_models(shape, train):
+def torch_models(shape, train, batches=None, threads=None):
     """Train-step and forward closures for `torch.nn.LSTM`.
 
     On the GPU when Keras computes on one (cuDNN's LSTM, the peer there),
-    else on all CPU threads.
+    else on `threads` CPU threads (default: all). With `batches`, a list of
+    NumPy `(x, y)` pairs, a call is an epoch over them (optimizer steps, or
+    a no-grad forward), each batch copied to the device as Keras does.
     """
     import torch
 
     device = "cuda" if keras_gpu() and torch.cuda.is_available() else "cpu"
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     torch.manual_seed(0)
     batch, steps, features, units = shape
     lstm = torch.nn.LSTM(features, units, batch_first=True).to(device)
     head = torch.nn.Linear(units, 1).to(device)
     params = list(lstm.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=1e-3)
-    x = torch.randn(batch, steps, features, device=device)
-    y = torch.randn(batch, 1, device=device)
+    if batches is None:
+        x = torch.randn(batch, steps, features, device=device)
+        y = torch.randn(batch, 1, device=device)
+        pairs = [(x, y)]
+    else:
+        pairs = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
     wait = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     def train_step():
-        opt.zero_grad()
-        out, _ = lstm(x)
-        loss = torch.mean((head(out[:, -1]) - y) ** 2)
-        loss.backward()
-        opt.step()
+        for x, y in pairs:
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad()
+            out, _ = lstm(x)
+            loss = torch.mean((head(out[:, -1]) - y) ** 2)
+            loss.backward()
+            opt.step()
         wait()
 
     def forward():
         with torch.no_grad():
-            out, _ = lstm(x)
-            head(out[:, -1])
+            for x, _ in pairs:
+                out, _ = lstm(x.to(device))
+                head(out[:, -1])
         wait()
 
     return train_step if train else forward
@@ -414,6 +480,10 @@ def train_flops(shape):
     return lambda name: 3 * lstm_flops(shape, projected="projected" in name)
 
 
+def infer_flops(shape):
+    return lambda name: lstm_flops(shape, projected="projected" in name)
+
+
 def section_infer(args):
     """Inference: `predict_on_batch` and a direct compiled call."""
     shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
@@ -438,15 +508,55 @@ def section_infer(args):
                     for n, t in times.items()
                     if n.endswith(f"| {mode}")
                 }
-                rows[mode] = summarize(
-                    sub, flops=lambda n, s=shape: lstm_flops(s, "projected" in n)
-                )
+                rows[mode] = summarize(sub, flops=infer_flops(shape))
                 report(f"{key} infer {mode}", rows[mode])
             results[key] = rows
     return results
 
 
 CORE_CONTENDERS = (BASELINE, "FourGateLSTM classic", "FourGateLSTM projected")
+
+
+def section_fit(args):
+    """`model.fit` over an epoch of `EPOCH_BATCHES` batches (Adam, MSE)."""
+    return epoch_section(args, fit=True)
+
+
+def section_predict(args):
+    """`model.predict` over the same `EPOCH_BATCHES` batches."""
+    return epoch_section(args, fit=False)
+
+
+def epoch_section(args, fit):
+    """One epoch per run, after a warm-up epoch, for every core contender.
+
+    `torch.nn.LSTM` runs the same epoch (optimizer steps for `fit`, a
+    no-grad forward for `predict`) on `EPOCH_TORCH_THREADS` CPU threads;
+    each row also has `vs_torch`, its minimum over torch's.
+    """
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
+    makers = keras_contenders()
+    mode = "fit" if fit else "predict"
+    results = {}
+    for shape in shapes:
+        for jit in jit_modes(args):
+            pairs, train, infer = epoch_data(shape)
+            fns = {}
+            for name in CORE_CONTENDERS:
+                model = build_model(makers[name], shape, jit)
+                fns[name] = keras_epoch(model, train if fit else infer, fit)
+            if torch_available():
+                fns[TORCH] = torch_models(shape, fit, pairs, EPOCH_TORCH_THREADS)
+            key = f"{shape} jit={'on' if jit else 'off'}"
+            times = time_interleaved(fns, args.runs, warmup=1, progress=f"{key} {mode}")
+            per_batch = train_flops(shape) if fit else infer_flops(shape)
+            rows = summarize(times, flops=lambda n, f=per_batch: EPOCH_BATCHES * f(n))
+            if TORCH in rows:
+                for row in rows.values():
+                    row["vs_torch"] = row["min_ms"] / rows[TORCH]["min_ms"]
+            results[key] = rows
+            report(f"{key} {mode}, an epoch of {EPOCH_BATCHES} batches", rows)
+    return results
 
 
 def section_bf16(args):
@@ -652,6 +762,8 @@ def report(title, rows):
         extra = f"  x{r['ratio']:.2f}" if "ratio" in r else ""
         if "vs_float32" in r:
             extra += f"  ({r['vs_float32']:.2f}x its float32)"
+        if "vs_torch" in r:
+            extra += f"  x{r['vs_torch']:.2f} torch"
         print(
             f"  {name:34s} min {r['min_ms']:8.2f} ms  med {r['median_ms']:8.2f}{extra}"
         )
@@ -695,10 +807,13 @@ def markdown(results):
 def markdown_tables(body, title=""):
     if all(isinstance(v, dict) and "min_ms" in v for v in body.values()):
         own = any("vs_float32" in r for r in body.values())
+        torch = any("vs_torch" in r for r in body.values())
         head = "| contender | min ms | median ms | x keras LSTM | GFLOP/s |"
         rule = "|---|---|---|---|---|"
         if own:
             head, rule = head + " x own float32 |", rule + "---|"
+        if torch:
+            head, rule = head + " x torch |", rule + "---|"
         lines = [f"**{title}**", "", head, rule]
         for name, r in body.items():
             ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
@@ -706,6 +821,8 @@ def markdown_tables(body, title=""):
             row = f"| {name} | {r['min_ms']:.2f} | {r['median_ms']:.2f} | {ratio} | {gf} |"
             if own:
                 row += f" {r['vs_float32']:.2f} |" if "vs_float32" in r else " |"
+            if torch:
+                row += f" {r['vs_torch']:.2f} |" if "vs_torch" in r else " |"
             lines.append(row)
         return lines + [""]
     lines = []
