@@ -10,12 +10,14 @@ the package, may log its start-up lines to stderr first: set
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
-import shutil
 import sys
-import tempfile
 import zipfile
+
+from keras_lstm_gates._output_files import atomic_target
+from keras_lstm_gates._output_files import check_target
 
 
 def _parser():
@@ -97,9 +99,8 @@ def _check_paths(args):
             raise FileExistsError(
                 f"{option} {target!r} already exists; pass --overwrite to replace it"
             )
-        from keras_lstm_gates import export  # its checks: parent folder, overwrite
-
-        export._check_target(option, target, True, directory=directory)
+        # The export's own checks: the parent folder, what overwriting replaces.
+        check_target(option, target, True, directory=directory)
 
 
 def _load_model(path):
@@ -127,25 +128,19 @@ def _export(args):
     model = _load_model(args.model)
     # The TFLite file first: it is what a model may be refused for (a layer
     # that cannot stream, an op with no TFLite builtin), before anything is
-    # written. It waits in a staging folder beside its path until the
-    # SavedModel is written too: a failed command replaces nothing.
+    # written. It waits beside its path until the SavedModel is written too:
+    # a failed command replaces nothing.
     lines = []
-    staging = None
-    try:
+    with contextlib.ExitStack() as outputs:
         if args.tflite:
             target = os.path.abspath(args.tflite)
-            tflite = target
-            if args.saved_model:
-                parent, name = os.path.split(target)
-                staging = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
-                tflite = os.path.join(staging, name)
+            staging = outputs.enter_context(atomic_target(target, directory=False))
             report = export.export_tflite(
                 model,
-                tflite,
+                staging,
                 batch_size=1 if args.batch_size is None else args.batch_size,
                 quantize=args.quantize,
                 streaming=args.streaming,
-                overwrite=args.overwrite,
             )
             lines.append(str(dataclasses.replace(report, path=target)))
         if args.saved_model:
@@ -156,11 +151,6 @@ def _export(args):
                 overwrite=args.overwrite,
             )
             lines.insert(0, f"wrote SavedModel {path} (signature serving_default)")
-        if staging is not None:
-            os.replace(tflite, target)
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     print("\n".join(lines))
 
 

@@ -7,9 +7,11 @@ read a TensorFlow trace to learn what they passed wrong.
 
 import numbers
 
+import keras
 import numpy as np
 
 USE_GATES = ("projected", "classic")
+QUANTIZE_OPTIONS = (None, "dynamic", "float16", "int8")
 
 
 def check_units(units):
@@ -151,3 +153,106 @@ def _check_states(where, argument, names, states, expected):
                 f"{where}: {argument} {name} must have shape (batch, units) = "
                 f"{expected}, got shape {shape}"
             )
+
+
+def require_tensorflow(function):
+    """Raises unless Keras runs on TensorFlow, which `function` needs."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{function} needs the TensorFlow backend of Keras (a SavedModel "
+            "and a TFLite file are TensorFlow graphs), but the backend is "
+            f"{backend!r}. Set KERAS_BACKEND=tensorflow before importing keras"
+        )
+
+
+def check_model(function, model):
+    """Checks that `model` is a built Keras model of one input and one output."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"{function}: model must be a keras.Model, got {type(model).__name__}"
+        )
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"{function}: model '{model.name}' has no known input shape; "
+            "start it with keras.Input(...) or build it first"
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            f"{function}: model must have one input and one output, model "
+            f"'{model.name}' has {len(inputs)} inputs and {len(outputs)} outputs"
+        )
+    if any(d is None for d in inputs[0].shape[2:]):
+        raise ValueError(
+            f"{function}: the model's input shape must be known beyond the "
+            f"time axis, (batch, time, features...), got {inputs[0].shape}"
+        )
+
+
+def check_batch_size(function, batch_size, allow_none):
+    """Returns `batch_size` as an int (or `None`, if allowed), or raises."""
+    if batch_size is None and allow_none:
+        return None
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size <= 0
+    ):
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise ValueError(
+            f"{function}: batch_size must be {expected}, got {batch_size!r}"
+        )
+    return int(batch_size)
+
+
+def check_tflite_options(quantize, representative_data):
+    """Checks `export_tflite`'s `quantize` and the `representative_data` it needs."""
+    if quantize not in QUANTIZE_OPTIONS:
+        raise ValueError(
+            f"export_tflite: quantize must be one of {QUANTIZE_OPTIONS}, "
+            f"got {quantize!r}"
+        )
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            'export_tflite: quantize="int8" needs representative_data, an '
+            "array of typical inputs of shape (num_samples,) + input shape, "
+            "to calibrate the activations; got None"
+        )
+    if quantize != "int8" and representative_data is not None:
+        raise ValueError(
+            'export_tflite: representative_data is only used with quantize="int8", '
+            f"got quantize={quantize!r}"
+        )
+
+
+def check_stateless(layers):
+    """Checks that no layer keeps states between calls, as a TFLite file cannot."""
+    for layer in layers:
+        if getattr(layer, "stateful", False):
+            raise ValueError(
+                f"export_tflite: layer '{layer.name}' is stateful; a TFLite file "
+                "cannot keep its states between calls. Export the model with "
+                "stateful=False and streaming=True, and carry the states of "
+                "the step signature yourself"
+            )
+
+
+def check_representative_data(model, data, batch_size):
+    """Returns `data` as an array of the model's input dtype, or raises if it
+    is not `(num_samples,) + input shape` with `num_samples >= batch_size`."""
+    array = np.asarray(data)
+    expected = tuple(model.inputs[0].shape[1:])
+    shape_ok = array.ndim == len(expected) + 1 and all(
+        e is None or e == a for e, a in zip(expected, array.shape[1:])
+    )
+    if not shape_ok or len(array) < batch_size:
+        raise ValueError(
+            "export_tflite: representative_data must be an array of shape "
+            f"(num_samples,) + {expected} with num_samples >= batch_size "
+            f"({batch_size}), got shape {array.shape}"
+        )
+    return array.astype(model.inputs[0].dtype, copy=False)

@@ -1,0 +1,197 @@
+"""Writing a model as a SavedModel, and converting that to TFLite builtin ops.
+
+`write_saved_model` tracks the model in a `keras.export.ExportArchive` with
+one endpoint per signature; `convert` runs `TFLiteConverter.from_saved_model`
+on it, restricted to TFLite builtins. `export_copy` first rewrites a model as
+TFLite needs it (float32, unrolled loops for int8 calibration).
+"""
+
+import warnings
+
+import keras
+import numpy as np
+
+from keras_lstm_gates._graph import all_layers
+from keras_lstm_gates.tflite import SERVING
+from keras_lstm_gates.tflite import STEP
+
+
+def export_copy(model, *, float32=False, unroll=False):
+    """A copy of `model`, with its weights, changed as TFLite needs it.
+
+    Args:
+        float32: Every layer computes in float32 instead of under a mixed
+            precision policy: TFLite has no bfloat16 ops (a converter error
+            asking for Select-TF ops), and the weights of a mixed-precision
+            model are float32 already.
+        unroll: Every recurrent layer, nested ones included (inside
+            `Bidirectional` or an inner model), unrolls its loop: TFLite's
+            calibrator crashes the process on a `WHILE` loop (TF 2.21).
+    """
+    if unroll and model.inputs[0].shape[1] is None:
+        raise ValueError(
+            'export_tflite: quantize="int8" needs a fixed number of time steps '
+            "(the recurrent loop is unrolled for calibration), but the "
+            f"model's input shape is {model.inputs[0].shape}; give keras.Input "
+            "a fixed time length"
+        )
+
+    def rewrite(node):
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        if not isinstance(node, dict):
+            return node
+        if float32 and node.get("class_name") == "DTypePolicy":
+            if str(node["config"].get("name", "")).startswith("mixed_"):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+        node = {key: rewrite(value) for key, value in node.items()}
+        if unroll and isinstance(node.get("unroll"), bool):  # a recurrent layer
+            node["unroll"] = True
+        return node
+
+    def clone(layer):
+        return layer.__class__.from_config(rewrite(layer.get_config()))
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def mixed_precision(model):
+    """Whether a layer of `model` computes in 16 bits under a mixed policy."""
+    return any(
+        getattr(layer.dtype_policy, "name", "").startswith("mixed_")
+        for layer in all_layers(model)
+    )
+
+
+def _input_spec(model, batch_size, step=False):
+    import tensorflow as tf
+
+    keras_input = model.inputs[0]
+    shape = (batch_size,) + tuple(keras_input.shape[1:])
+    if step:
+        shape = shape[:1] + shape[2:]
+    return tf.TensorSpec(shape, keras_input.dtype, name="inputs")
+
+
+def write_saved_model(model, path, batch_size, jit_compile=False, step=None):
+    """Writes `model` with `serving_default` (and `step`) to directory `path`."""
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(inputs):
+        return {"outputs": model(inputs, training=False)}
+
+    serving = tf.function(
+        serve,
+        input_signature=[_input_spec(model, batch_size)],
+        jit_compile=jit_compile,
+        autograph=False,
+    )
+    serving.get_concrete_function()
+    archive.add_endpoint(SERVING, serving)
+
+    if step is not None:
+        specs = [_input_spec(model, batch_size, step=True)] + [
+            tf.TensorSpec((batch_size, units), dtype, name=name)
+            for name, units, dtype in zip(
+                step.state_names, step.state_units, step.state_dtypes
+            )
+        ]
+
+        def run_step(inputs, *states):
+            return step(inputs, dict(zip(step.state_names, states)))
+
+        stepping = tf.function(run_step, input_signature=specs, autograph=False)
+        stepping.get_concrete_function()
+        archive.add_endpoint(STEP, stepping)
+    archive.write_out(path, verbose=False)
+
+
+def convert(saved_model_dir, model, batch_size, quantize, representative_data, step):
+    import tensorflow as tf
+
+    keys = [SERVING, STEP] if step is not None else [SERVING]
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=keys
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "int8":
+        # Full integer: every op in int8, float in and out of the file.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.representative_dataset = _representative_dataset(
+            model, representative_data, batch_size, step
+        )
+    try:
+        with warnings.catch_warnings():
+            # The calibrator still uses the deprecated tf.lite.Interpreter.
+            warnings.simplefilter("ignore", UserWarning)
+            return converter.convert()
+    except Exception as error:  # the converter raises several error types
+        message = str(error)
+        if any(
+            name in message
+            for name in ("Flex", "Select TF", "TF Select", "SELECT_TF_OPS")
+        ):
+            reason = (
+                "the model needs TensorFlow ops that have no TFLite builtin "
+                "(it would need the Flex delegate, which stock mobile runtimes "
+                "do not ship)"
+            )
+        else:
+            reason = "the TFLite converter failed"
+        detail = next(
+            (line.strip() for line in message.splitlines() if "error:" in line),
+            message.strip().splitlines()[0] if message.strip() else "",
+        )
+        raise ValueError(
+            f"export_tflite: cannot convert model '{model.name}' to TFLite "
+            f"builtin ops: {reason}. Converter said: {detail}"
+        ) from None
+
+
+def check_builtin_only(ops):
+    not_builtin = sorted(op for op in ops if op.startswith("Flex") or not op.isupper())
+    if not_builtin:
+        raise ValueError(
+            f"export_tflite: the converted file has ops that are not TFLite "
+            f"builtins: {not_builtin}; it would not run on a stock runtime"
+        )
+
+
+def _representative_dataset(model, data, batch_size, step):
+    """The converter's calibration generator, for every signature."""
+
+    def generate():
+        for start in range(0, len(data) - batch_size + 1, batch_size):
+            batch = data[start : start + batch_size]
+            yield SERVING, {"inputs": batch}
+            if step is not None:
+                states = _zero_states(step, batch_size)
+                for t in range(batch.shape[1]):
+                    feed = {"inputs": batch[:, t], **states}
+                    yield STEP, feed
+                    result = step(batch[:, t], states)
+                    states = {
+                        name: keras.ops.convert_to_numpy(result[name])
+                        for name in step.state_names
+                    }
+
+    return generate
+
+
+def _zero_states(step, batch_size):
+    return {
+        name: np.zeros((batch_size, units), dtype)
+        for name, units, dtype in zip(
+            step.state_names, step.state_units, step.state_dtypes
+        )
+    }
