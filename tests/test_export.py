@@ -22,7 +22,6 @@ from ai_edge_litert.interpreter import Interpreter
 from keras_lstm_gates import FourGateLSTM
 from keras_lstm_gates import FourGateLSTMCell
 from keras_lstm_gates import TFLiteModel
-from keras_lstm_gates import export as export_module
 from keras_lstm_gates import export_saved_model
 from keras_lstm_gates import export_tflite
 from keras_lstm_gates.tflite import _op_name
@@ -571,6 +570,7 @@ def test_int8_export_unrolls_nested_recurrent_layers(tmp_path, wrapper):
         outputs = keras.layers.LSTM(4)(inputs)
     model = _randomize(keras.Model(inputs, keras.layers.Dense(1)(outputs)))
     data = _sequences(batch=32, seed=22)
+    before = model.to_json()
     report = export_tflite(
         model, tmp_path / "m.tflite", quantize="int8", representative_data=data
     )
@@ -579,20 +579,15 @@ def test_int8_export_unrolls_nested_recurrent_layers(tmp_path, wrapper):
     expected = _keras(model, x)
     tolerance = QUANTIZED_TOLERANCE["int8"] * max(1.0, np.max(np.abs(expected)))
     assert np.max(np.abs(TFLiteModel(tmp_path / "m.tflite")(x) - expected)) <= tolerance
-    # The user's model is left as it was.
-    assert not any(getattr(layer, "unroll", False) for layer in _layers(model))
-
-
-def _layers(model):
-    return list(export_module._all_layers(model))
+    # The user's model is left as it was: the nested layers' `unroll` too.
+    assert model.to_json() == before
 
 
 def test_mixed_bfloat16_model_exports_in_float32(tmp_path):
     # TFLite has no bfloat16 ops; the weights of a mixed-precision model are
     # float32 already, so the file computes in float32.
-    keras.utils.set_random_seed(5)
-    with _global_policy("mixed_bfloat16"):
-        model = keras.Sequential(
+    def build():
+        return keras.Sequential(
             [
                 keras.Input((TIME, FEATURES)),
                 FourGateLSTM(6, return_sequences=True),
@@ -600,8 +595,12 @@ def test_mixed_bfloat16_model_exports_in_float32(tmp_path):
                 keras.layers.Dense(2, dtype="float32"),
             ]
         )
-    twin = export_module._export_copy(model, float32=True)
-    assert {layer.compute_dtype for layer in _layers(twin)} == {"float32"}
+
+    keras.utils.set_random_seed(5)
+    with _global_policy("mixed_bfloat16"):
+        model = build()
+    twin = build()  # the same layers and weights in float32: what the file computes
+    twin.set_weights(model.get_weights())
     report = export_tflite(model, tmp_path / "m.tflite", streaming=True)
     x = _sequences(batch=1, seed=24)
     tflite = TFLiteModel(tmp_path / "m.tflite")
@@ -855,30 +854,41 @@ def test_saved_model_never_replaces_a_file(tiny, tmp_path):
     assert os.listdir(tmp_path) == ["notes.txt"]
 
 
-def test_failed_tflite_export_leaves_nothing(tiny, tmp_path, monkeypatch):
-    def fail(*args):
-        raise RuntimeError("measurement failed")
+class _Breaks(keras.layers.Layer):
+    """The identity, until `breaks_when` is "traced" (into the graph an export
+    writes) or "run" (eagerly, as the export's parity check runs the model)."""
 
-    monkeypatch.setattr(export_module, "_measure", fail)
-    with pytest.raises(RuntimeError, match="measurement failed"):
-        export_tflite(tiny, tmp_path / "m.tflite")
+    breaks_when = None
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        now = "run" if tf.executing_eagerly() else "traced"
+        if now == self.breaks_when:
+            raise RuntimeError(f"broke when {now}")
+        return inputs
+
+
+def _breakable(breaks_when):
+    model = keras.Sequential([keras.Input((5, 2)), _Breaks(), FourGateLSTM(4)])
+    model.layers[0].breaks_when = breaks_when  # once built
+    return model
+
+
+def test_failed_tflite_export_leaves_nothing(tmp_path):
+    # The file is written, then measured against the model: that fails.
+    with pytest.raises(RuntimeError, match="broke when run"):
+        export_tflite(_breakable("run"), tmp_path / "m.tflite")
     assert os.listdir(tmp_path) == []
 
 
-def test_failed_saved_model_export_keeps_the_old_one(tiny, tmp_path, monkeypatch):
+def test_failed_saved_model_export_keeps_the_old_one(tiny, tmp_path):
     path = tmp_path / "sm"
     export_saved_model(tiny, path)
     before = sorted(os.listdir(path))
     (path / "saved_model.pb").write_bytes(b"earlier export")
-
-    def fail(model, directory, *args, **kwargs):
-        with open(os.path.join(directory, "saved_model.pb"), "w") as f:
-            f.write("half")
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(export_module, "_write_saved_model", fail)
-    with pytest.raises(RuntimeError, match="disk full"):
-        export_saved_model(tiny, path, overwrite=True)
+    with pytest.raises(RuntimeError, match="broke when traced"):
+        export_saved_model(_breakable("traced"), path, overwrite=True)
     assert os.listdir(tmp_path) == ["sm"]
     assert sorted(os.listdir(path)) == before
     assert (path / "saved_model.pb").read_bytes() == b"earlier export"
@@ -1036,22 +1046,54 @@ def test_probe_looks_like_the_raw_data_a_normalization_layer_expects(tmp_path):
         [
             keras.Input((None, FEATURES)),
             keras.layers.Normalization(mean=mean, variance=variance),
+            _Recorder(),
             FourGateLSTM(4),
         ]
     )
-    probe = export_module._probe(model, 64).reshape(-1, FEATURES)
-    np.testing.assert_allclose(probe.mean(axis=0), mean, atol=0.5)
-    np.testing.assert_allclose(probe.std(axis=0), np.sqrt(variance), rtol=0.15)
+    # Normalized, a probe drawn at the layer's mean and variance is standard
+    # normal; a standard-normal one would be near -156 in the second feature.
+    normalized = _probe_seen(model, tmp_path / "m.tflite")
+    np.testing.assert_allclose(normalized.mean(axis=0), 0.0, atol=0.2)
+    np.testing.assert_allclose(normalized.std(axis=0), 1.0, rtol=0.15)
     # Loaded from a .keras file too (the command line's path), whose layers
     # have several call nodes.
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(
-        export_module._probe(loaded, 64).reshape(-1, FEATURES), probe
+        _probe_seen(loaded, tmp_path / "loaded.tflite"), normalized
     )
     # Without a Normalization layer first, the probe stays standard normal.
-    plain = export_module._probe(_single("classic"), 64).reshape(-1, FEATURES)
-    np.testing.assert_allclose(plain.mean(axis=0), 0.0, atol=0.2)
+    plain = keras.Sequential(
+        [keras.Input((None, FEATURES)), _Recorder(), FourGateLSTM(4)]
+    )
+    raw = _probe_seen(plain, tmp_path / "plain.tflite")
+    np.testing.assert_allclose(raw.mean(axis=0), 0.0, atol=0.2)
+    np.testing.assert_allclose(raw.std(axis=0), 1.0, rtol=0.15)
+
+
+@keras.saving.register_keras_serializable(package="test_export")
+class _Recorder(keras.layers.Layer):
+    """The identity; keeps what it is run on eagerly: the export's probe."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            self.seen.append(keras.ops.convert_to_numpy(inputs))
+        return inputs
+
+
+def _probe_seen(model, path):
+    """What the `_Recorder` in `model` was run on as `export_tflite` measured
+    the file, as rows of features."""
+    recorder = next(layer for layer in model.layers if isinstance(layer, _Recorder))
+    recorder.seen.clear()
+    export_tflite(model, path, batch_size=32)
+    return recorder.seen[-1].reshape(-1, FEATURES)
 
 
 def test_keyword_called_functional_chain_streams(tmp_path):
