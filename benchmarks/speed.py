@@ -849,7 +849,8 @@ def main():
         "gpu": keras_gpu(),
         "note": (
             "Interleaved runs; min and median over "
-            f"{args.runs} runs after 3 warm-up calls. Load average (1, 5, 15 "
+            f"{args.runs} runs after 3 warm-up calls (fit and predict: one "
+            "warm-up epoch). Load average (1, 5, 15 "
             f"min) at the start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}."
         ),
         "commit": git_commit(),
