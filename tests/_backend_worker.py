@@ -1,33 +1,72 @@
 """Runs the core checks of the four-gate LSTM under another Keras backend.
 
-`tests/test_backends.py` runs this script once, in a subprocess with
-`KERAS_BACKEND=jax` (the backend must be chosen before Keras is imported), and
-asserts on what it writes. The script computes; it judges nothing: the NumPy
-reference and the comparisons live in the test.
+`tests/test_backends.py` runs this script once per backend, in a subprocess
+with `KERAS_BACKEND=jax` or `=torch` (the backend must be chosen before Keras
+is imported), and asserts on what it writes. The script computes; it judges
+nothing: the NumPy reference and the comparisons live in the test.
+
+Until the last check (Keras's own `model.export`, which needs TensorFlow),
+TensorFlow, tensorflow-text and LiteRT cannot be imported here, and the tries
+are recorded: the package must import, run, train and save under JAX and
+torch without them.
 
 Usage:
 
     KERAS_BACKEND=jax python tests/_backend_worker.py WORK_DIR
 
 `WORK_DIR` holds `inputs.npz` and `tf_model.keras`, written by the test. The
-script writes `outputs.npz` (arrays named `check.name`), `jax_model.keras` and
-`info.json` (the backend, loss histories and, for a check that raised, its
-traceback under `errors`).
+script writes `outputs.npz` (arrays named `check.name`),
+`<backend>_model.keras` and `info.json` (the backend, loss histories, the
+refused imports and, for a check that raised, its traceback under `errors`).
 """
 
+import importlib.machinery
 import json
 import os
 import sys
 import traceback
 
-import keras
-import numpy as np
+TENSORFLOW_MODULES = ("tensorflow", "tensorflow_text", "ai_edge_litert")
 
-from keras_lstm_gates import FourGateLSTM
-from keras_lstm_gates import FourGateLSTMCell
-from keras_lstm_gates import trace_gates
+
+class RefuseImports:
+    """A `sys.meta_path` finder under which `TENSORFLOW_MODULES` fail to import.
+
+    It gives them a spec (a probe such as `importlib.util.find_spec`, which
+    torch makes of TensorFlow, still answers) whose loader records the try
+    and raises `ImportError`.
+    """
+
+    def __init__(self):
+        self.tried = []
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in TENSORFLOW_MODULES:
+            return importlib.machinery.ModuleSpec(name, self)
+        return None
+
+    def create_module(self, spec):
+        self.tried.append(spec.name)
+        raise ImportError(f"{spec.name} is refused by tests/_backend_worker.py")
+
+    def exec_module(self, module):
+        raise AssertionError("create_module refuses every module")
+
+
+REFUSE_IMPORTS = RefuseImports()
+sys.meta_path.insert(0, REFUSE_IMPORTS)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_lstm_gates import FourGateLSTM  # noqa: E402
+from keras_lstm_gates import FourGateLSTMCell  # noqa: E402
+from keras_lstm_gates import trace_gates  # noqa: E402
 
 USE_GATES = ("projected", "classic")
+# Under torch, `jit_compile=True` is `torch.compile`, which Keras's "auto"
+# leaves off: torch is checked as its users run it, eagerly.
+JIT_COMPILE = keras.backend.backend() == "jax"
 
 
 def _prefixed(inputs, prefix):
@@ -84,7 +123,7 @@ def check_masking(inputs, info):
     )
     layer.set_gate_weights(weights)
     outputs = {"padded": model(x)}
-    outputs["unpadded"] = np.concatenate(
+    outputs["unpadded"] = keras.ops.concatenate(
         [layer(x[b : b + 1, :length]) for b, length in enumerate(lengths)]
     )
     mask = np.arange(x.shape[1])[None, :] < lengths[:, None]
@@ -97,9 +136,11 @@ def check_masking(inputs, info):
     state = [np.full((x.shape[0], units), v, "float32") for v in (0.5, 0.7)]
     sequence, _, ltm = lead(x, initial_state=state, mask=lead_mask)
     trace = trace_gates(lead, x, initial_state=state, mask=lead_mask)
+    keras_lstm = keras.layers.LSTM(units, return_sequences=True)
     outputs.update(
         lead_mask=lead_mask,
         lead_sequence=sequence,
+        lead_keras_lstm=keras_lstm(x, initial_state=state, mask=lead_mask),
         lead_ltm=ltm,
         lead_trace_STM=trace["STM"],
         lead_trace_LTM=trace["LTM"],
@@ -108,7 +149,7 @@ def check_masking(inputs, info):
 
 
 def check_dropout(inputs, info):
-    """Dropout and recurrent dropout under `jit_compile`, then inference."""
+    """Dropout and recurrent dropout in `fit` (XLA on JAX), then inference."""
     x = inputs["x"]
     outputs = {}
     model = keras.Sequential(
@@ -118,7 +159,7 @@ def check_dropout(inputs, info):
             keras.layers.Dense(1),
         ]
     )
-    model.compile("adam", "mse", jit_compile=True)
+    model.compile("adam", "mse", jit_compile=JIT_COMPILE)
     history = model.fit(x, x[:, 0, :1], verbose=0)
     info["dropout.loss"] = history.history["loss"]
     for call in (1, 2):
@@ -138,12 +179,12 @@ def check_fit(inputs, info):
     # SGD for the epoch compared with TensorFlow's: its update is linear in
     # the gradient, where Adam's first steps divide by |gradient| and blow a
     # float32 rounding difference in a tiny gradient up past the tolerance.
-    model.compile(keras.optimizers.SGD(0.05), "mse", jit_compile=True)
+    model.compile(keras.optimizers.SGD(0.05), "mse", jit_compile=JIT_COMPILE)
     history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     info["fit.model_jit"] = bool(model.jit_compile)
     info["fit.first_epoch_loss"] = history.history["loss"][0]
     outputs = {f"weight{k}": w for k, w in enumerate(model.get_weights())}
-    model.compile(keras.optimizers.Adam(0.02), "mse", jit_compile=True)
+    model.compile(keras.optimizers.Adam(0.02), "mse", jit_compile=JIT_COMPILE)
     history = model.fit(x, y, batch_size=32, epochs=40, verbose=0)
     info["fit.learning_loss"] = history.history["loss"]
     return outputs
@@ -162,8 +203,8 @@ def check_saving(inputs, info, work_dir):
             keras.layers.Dense(2),
         ]
     )
-    model.save(os.path.join(work_dir, "jax_model.keras"))
-    outputs["jax_model_predictions"] = model.predict(x, verbose=0)
+    model.save(os.path.join(work_dir, f"{keras.backend.backend()}_model.keras"))
+    outputs["model_predictions"] = model.predict(x, verbose=0)
     return outputs
 
 
@@ -172,6 +213,7 @@ def check_keras_export(inputs, info, work_dir):
 
     It imports TensorFlow into this process: kept off any GPU, which JAX
     holds, and run last, so that nothing it does reaches the other checks.
+    (Under torch, `model.export` needs torch_xla: not run there.)
     """
     import tensorflow as tf
 
@@ -194,23 +236,37 @@ def check_keras_export(inputs, info, work_dir):
 
 def main(work_dir):
     inputs = np.load(os.path.join(work_dir, "inputs.npz"))
-    info = {"backend": keras.backend.backend(), "errors": {}}
+    backend = keras.backend.backend()
+    info = {"backend": backend, "errors": {}}
     checks = {
         "equations": check_equations,
         "lstm_parity": check_lstm_parity,
         "masking": check_masking,
         "dropout": check_dropout,
         "fit": check_fit,
-        "saving": lambda inputs, info: check_saving(inputs, info, work_dir),
-        "keras_export": lambda inputs, info: check_keras_export(inputs, info, work_dir),
     }
     arrays = {}
-    for name, check in checks.items():
+
+    def run(name, check):
         try:
             for key, value in check(inputs, info).items():
                 arrays[f"{name}.{key}"] = keras.ops.convert_to_numpy(value)
         except Exception:
             info["errors"][name] = traceback.format_exc()
+
+    for name, check in checks.items():
+        run(name, check)
+    # Keras's own `model.save` tries TensorFlow (for a `tf.TensorShape`) and
+    # saves without it: the tries are the package's until here.
+    info["refused_imports"] = list(REFUSE_IMPORTS.tried)
+    run("saving", lambda inputs, info: check_saving(inputs, info, work_dir))
+    info["imported"] = [m for m in TENSORFLOW_MODULES if m in sys.modules]
+    sys.meta_path.remove(REFUSE_IMPORTS)
+    if backend == "jax":
+        run(
+            "keras_export",
+            lambda inputs, info: check_keras_export(inputs, info, work_dir),
+        )
     np.savez(os.path.join(work_dir, "outputs.npz"), **arrays)
     with open(os.path.join(work_dir, "info.json"), "w") as f:
         json.dump(info, f, indent=1)

@@ -1,13 +1,15 @@
-"""The core checks of the four-gate LSTM under Keras's JAX backend.
+"""The core checks of the four-gate LSTM under Keras's JAX and torch backends.
 
-Keras picks its backend once, at import, so the JAX side runs in one
-subprocess (`tests/_backend_worker.py` with `KERAS_BACKEND=jax`) for the whole
-module; each test asserts on one part of what it computed. The references
-(NumPy, `keras.layers.LSTM`, the TensorFlow backend) are computed here.
+Keras picks its backend once, at import, so each backend runs in one
+subprocess (`tests/_backend_worker.py` with `KERAS_BACKEND=jax` or `=torch`)
+for the whole module; each test asserts on one part of what it computed. The
+references (NumPy, `keras.layers.LSTM`, the TensorFlow backend) are computed
+here.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -23,7 +25,7 @@ from tests import reference
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
-    reason="compares the JAX backend with TensorFlow, the backend of this process",
+    reason="compares JAX and torch with TensorFlow, the backend of this process",
 )
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_backend_worker.py")
@@ -32,6 +34,7 @@ PACKAGE_ROOT = os.path.dirname(
 )
 USE_GATES = ["projected", "classic"]
 GATES = ["N", "i", "f", "LTM", "U", "V", "STM"]
+BACKENDS = ["jax", "torch"]
 
 
 def _inputs(rng):
@@ -100,18 +103,30 @@ def _tensorflow_fit(inputs):
 
 
 @pytest.fixture(scope="module")
-def jax_run(tmp_path_factory):
-    """Runs the worker once under JAX; returns its inputs and outputs."""
-    work_dir = tmp_path_factory.mktemp("jax_backend")
+def tensorflow_reference(tmp_path_factory):
+    """The worker's inputs and what TensorFlow makes of them, made once."""
+    work_dir = tmp_path_factory.mktemp("tensorflow")
     inputs = _inputs(np.random.default_rng(6))
     np.savez(work_dir / "inputs.npz", **inputs)
-    tf_predictions = _tensorflow_model(work_dir, inputs["save_x"])
-    tf_fit = _tensorflow_fit(inputs)
+    return SimpleNamespace(
+        inputs=inputs,
+        work_dir=work_dir,
+        tf_predictions=_tensorflow_model(work_dir, inputs["save_x"]),
+        tf_fit=_tensorflow_fit(inputs),
+    )
 
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend_run(request, tensorflow_reference, tmp_path_factory):
+    """Runs the worker once under a backend; returns its inputs and outputs."""
+    backend = request.param
+    work_dir = tmp_path_factory.mktemp(f"{backend}_backend")
+    for name in ("inputs.npz", "tf_model.keras"):
+        shutil.copy(tensorflow_reference.work_dir / name, work_dir)
     python_path = os.environ.get("PYTHONPATH", "")
     env = dict(
         os.environ,
-        KERAS_BACKEND="jax",
+        KERAS_BACKEND=backend,
         PYTHONPATH=os.pathsep.join(p for p in (PACKAGE_ROOT, python_path) if p),
     )
     process = subprocess.run(
@@ -127,34 +142,46 @@ def jax_run(tmp_path_factory):
     with np.load(work_dir / "outputs.npz") as outputs:
         outputs = dict(outputs)
     return SimpleNamespace(
-        inputs=inputs,
+        backend=backend,
+        inputs=tensorflow_reference.inputs,
         info=info,
         outputs=outputs,
         work_dir=work_dir,
-        tf_predictions=tf_predictions,
-        tf_fit=tf_fit,
+        tf_predictions=tensorflow_reference.tf_predictions,
+        tf_fit=tensorflow_reference.tf_fit,
     )
 
 
 def _check(run, name):
     """The arrays one check wrote, or its traceback as the failure."""
     error = run.info["errors"].get(name)
-    assert error is None, f"check '{name}' raised under JAX:\n{error}"
+    assert error is None, f"check '{name}' raised under {run.backend}:\n{error}"
     prefix = name + "."
     return {k[len(prefix) :]: v for k, v in run.outputs.items() if k.startswith(prefix)}
 
 
-def test_worker_ran_on_jax(jax_run):
-    assert jax_run.info["backend"] == "jax"
-    _check(jax_run, "equations")
+def test_worker_ran_on_its_backend(backend_run):
+    assert backend_run.info["backend"] == backend_run.backend
+    _check(backend_run, "equations")
     for use_gate in USE_GATES:
-        assert jax_run.info[f"{use_gate}.variable_type"].startswith("jax")
+        variable_type = backend_run.info[f"{use_gate}.variable_type"]
+        assert variable_type.startswith(backend_run.backend)
+
+
+def test_package_needs_no_tensorflow_or_litert(backend_run):
+    # The worker refused TensorFlow, tensorflow-text and LiteRT while it
+    # imported the package, ran, traced and trained models (and recorded any
+    # try), then saved and loaded models without them.
+    assert backend_run.info["refused_imports"] == []
+    assert backend_run.info["imported"] == []
+    _check(backend_run, "fit")
+    _check(backend_run, "saving")
 
 
 @pytest.mark.parametrize("use_gate", USE_GATES)
-def test_every_step_matches_numpy_reference(jax_run, use_gate):
-    outputs = _check(jax_run, "equations")
-    inputs = jax_run.inputs
+def test_every_step_matches_numpy_reference(backend_run, use_gate):
+    outputs = _check(backend_run, "equations")
+    inputs = backend_run.inputs
     expected = reference.four_gate_lstm(
         inputs["x"], _prefixed(inputs, use_gate), use_gate
     )
@@ -167,15 +194,15 @@ def test_every_step_matches_numpy_reference(jax_run, use_gate):
         )
 
 
-def test_classic_matches_keras_lstm(jax_run):
-    outputs = _check(jax_run, "lstm_parity")
+def test_classic_matches_keras_lstm(backend_run):
+    outputs = _check(backend_run, "lstm_parity")
     assert np.abs(outputs["keras_lstm"]).max() > 0.1
     np.testing.assert_allclose(outputs["four_gate"], outputs["keras_lstm"], atol=1e-5)
 
 
-def test_padded_sequence_equals_unpadded(jax_run):
-    outputs = _check(jax_run, "masking")
-    inputs = jax_run.inputs
+def test_padded_sequence_equals_unpadded(backend_run):
+    outputs = _check(backend_run, "masking")
+    inputs = backend_run.inputs
     weights = _prefixed(inputs, "projected")
     expected = np.concatenate(
         [
@@ -188,34 +215,40 @@ def test_padded_sequence_equals_unpadded(jax_run):
     np.testing.assert_allclose(outputs["unpadded"], expected, atol=1e-5)
     np.testing.assert_allclose(outputs["padded"], expected, atol=1e-5)
     np.testing.assert_allclose(outputs["trace_STM"][:, -1], expected, atol=1e-5)
-    # From an initial state, steps masked before the first one read: JAX's
-    # loop outputs STM_0 there (as for keras.layers.LSTM), and LTM is LTM_0.
+    # From an initial state, steps masked before the first one read: the
+    # output there is keras.layers.LSTM's, STM_0 on JAX's loop and zeros on
+    # torch's (as on TensorFlow's); LTM is LTM_0.
     leading = np.cumsum(outputs["lead_mask"], axis=1) == 0
     assert leading.any()
     np.testing.assert_allclose(
         outputs["lead_trace_STM"], outputs["lead_sequence"], atol=1e-6
     )
-    np.testing.assert_allclose(outputs["lead_sequence"][leading], 0.5)
+    stm_0 = {"jax": 0.5, "torch": 0.0}[backend_run.backend]
+    np.testing.assert_allclose(outputs["lead_sequence"][leading], stm_0)
+    np.testing.assert_allclose(outputs["lead_keras_lstm"][leading], stm_0)
     np.testing.assert_allclose(outputs["lead_trace_LTM"][leading], 0.7)
     np.testing.assert_allclose(
         outputs["lead_trace_LTM"][:, -1], outputs["lead_ltm"], atol=1e-6
     )
 
 
-def test_dropout_only_while_training_under_jit(jax_run):
-    outputs = _check(jax_run, "dropout")
-    assert np.all(np.isfinite(jax_run.info["dropout.loss"]))
+def test_dropout_only_while_training(backend_run):
+    outputs = _check(backend_run, "dropout")
+    assert np.all(np.isfinite(backend_run.info["dropout.loss"]))
     np.testing.assert_array_equal(outputs["inference_1"], outputs["inference_2"])
     assert not np.allclose(outputs["training_1"], outputs["inference_1"], atol=1e-4)
     assert not np.allclose(outputs["training_1"], outputs["training_2"], atol=1e-4)
 
 
-def test_fit_with_jit_compile_equals_tensorflow_fit(jax_run):
-    outputs = _check(jax_run, "fit")
-    assert jax_run.info["fit.model_jit"]
-    tf_loss, tf_weights = jax_run.tf_fit
-    np.testing.assert_allclose(jax_run.info["fit.first_epoch_loss"], tf_loss, rtol=1e-5)
-    initial = _prefixed(jax_run.inputs, "fit_weights")
+def test_fit_equals_tensorflow_fit(backend_run):
+    outputs = _check(backend_run, "fit")
+    # XLA on JAX; eager on torch, as Keras's jit_compile="auto" runs it.
+    assert backend_run.info["fit.model_jit"] == (backend_run.backend == "jax")
+    tf_loss, tf_weights = backend_run.tf_fit
+    np.testing.assert_allclose(
+        backend_run.info["fit.first_epoch_loss"], tf_loss, rtol=1e-5
+    )
+    initial = _prefixed(backend_run.inputs, "fit_weights")
     for k, tf_weight in enumerate(tf_weights):
         assert not np.allclose(tf_weight, initial[str(k)], atol=1e-3), k
         np.testing.assert_allclose(
@@ -223,36 +256,40 @@ def test_fit_with_jit_compile_equals_tensorflow_fit(jax_run):
         )
 
 
-def test_fit_learns_a_task_that_needs_memory(jax_run):
-    _check(jax_run, "fit")
-    losses = jax_run.info["fit.learning_loss"]
-    constant_predictor_loss = jax_run.inputs["fit_y"].var()
+def test_fit_learns_a_task_that_needs_memory(backend_run):
+    _check(backend_run, "fit")
+    losses = backend_run.info["fit.learning_loss"]
+    constant_predictor_loss = backend_run.inputs["fit_y"].var()
     assert losses[-1] < 0.3 * constant_predictor_loss, losses
 
 
-def test_model_saved_in_tensorflow_loads_in_jax(jax_run):
-    outputs = _check(jax_run, "saving")
+def test_model_saved_in_tensorflow_loads(backend_run):
+    outputs = _check(backend_run, "saving")
     np.testing.assert_allclose(
-        outputs["tf_model_predictions"], jax_run.tf_predictions, atol=1e-6
+        outputs["tf_model_predictions"], backend_run.tf_predictions, atol=1e-6
     )
 
 
-def test_model_saved_in_jax_loads_in_tensorflow(jax_run):
-    outputs = _check(jax_run, "saving")
-    model = keras.models.load_model(jax_run.work_dir / "jax_model.keras")
-    predictions = model.predict(jax_run.inputs["save_x"], verbose=0)
-    assert not np.allclose(predictions, jax_run.tf_predictions, atol=1e-3)
-    np.testing.assert_allclose(predictions, outputs["jax_model_predictions"], atol=1e-6)
+def test_model_saved_in_backend_loads_in_tensorflow(backend_run):
+    outputs = _check(backend_run, "saving")
+    path = backend_run.work_dir / f"{backend_run.backend}_model.keras"
+    predictions = keras.models.load_model(path).predict(
+        backend_run.inputs["save_x"], verbose=0
+    )
+    assert not np.allclose(predictions, backend_run.tf_predictions, atol=1e-3)
+    np.testing.assert_allclose(predictions, outputs["model_predictions"], atol=1e-6)
 
 
-def test_keras_model_export_under_jax_serves_in_tensorflow(jax_run):
+@pytest.mark.parametrize("backend_run", ["jax"], indirect=True)
+def test_keras_model_export_under_jax_serves_in_tensorflow(backend_run):
     # `model.export` works under JAX too (Keras converts the model with
-    # jax2tf); the package's own export functions need TensorFlow's backend.
+    # jax2tf; under torch it needs torch_xla); the package's own export
+    # functions need TensorFlow's backend.
     import tensorflow as tf
 
-    outputs = _check(jax_run, "keras_export")
-    loaded = tf.saved_model.load(str(jax_run.work_dir / "jax_export"))
-    x = jax_run.inputs["save_x"]
+    outputs = _check(backend_run, "keras_export")
+    loaded = tf.saved_model.load(str(backend_run.work_dir / "jax_export"))
+    x = backend_run.inputs["save_x"]
     for inputs, key in ((x, "predictions"), (x[:2, :3], "predictions_short")):
         served = loaded.serve(tf.constant(inputs)).numpy()
         np.testing.assert_allclose(served, outputs[key], atol=1e-6)
