@@ -61,7 +61,8 @@ def test_trace_follows_mask_and_go_backwards():
 def test_trace_of_steps_masked_before_the_first_one_read(use_gate, go_backwards):
     # Until a sequence's first unmasked step its state is the initial one;
     # the trace's LTM was 0 there. (STM is the layer's output: 0 on
-    # TensorFlow, STM_0 on JAX, as keras.layers.LSTM; tests/test_backends.py.)
+    # TensorFlow and torch, STM_0 on JAX, as keras.layers.LSTM's;
+    # tests/test_backends.py.)
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 6, 3)).astype("float32")
     stm0, ltm0 = rng.normal(size=(2, 2, 4)).astype("float32")
