@@ -201,18 +201,19 @@ class FourGateLSTM(keras.layers.RNN):
             mask = mask[0]
         cell = self.cell
         if keras.backend.backend() == "tensorflow":
-            from keras_lstm_gates import _fused
+            from keras_lstm_gates._fused import internals
+            from keras_lstm_gates._fused import run
 
-            if _fused.supports(cell, self.unroll, training):
+            if run.supports(cell, self.unroll, training):
                 # One loop over the sequence; with a hand-written backward
                 # pass when training, compiled with XLA for inference.
                 if training and cell.dropout > 0:
                     dropout_mask = cell.get_dropout_mask(sequences[:, 0, :])
                     sequences = sequences * ops.expand_dims(dropout_mask, 1)
-                return _fused.run(
+                return run.run(
                     sequences,
                     initial_state,
-                    *_fused.stored_values(
+                    *internals.stored_values(
                         cell.kernel,
                         cell.bias,
                         cell.recurrent_kernel,

@@ -1,5 +1,6 @@
 """Shared fixtures: quiet TensorFlow, fixed seeds, the global policy restored."""
 
+import logging
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -33,21 +34,29 @@ def _seed_and_policy():
 
 
 @pytest.fixture
-def inference_loops(monkeypatch):
-    """Counts the inference loops `_fused` traces: transposed, batch-major."""
-    from keras_lstm_gates import _fused
+def routes(caplog):
+    """The fused loops' log of this test: `routes()` lists the `Route` of
+    every call traced so far, `routes.facts()` the `Facts` it was chosen
+    from, `routes.traced()` the layouts of the forward loops actually
+    traced, in order (see `keras_lstm_gates.loops`)."""
+    from keras_lstm_gates import loops
 
-    calls = {"transposed": 0, "batch-major": 0}
-    forward, batch_major = _fused._forward, _fused._inference_loop
+    caplog.set_level(logging.DEBUG, logger=loops.LOGGER_NAME)
 
-    def spy_forward(*args, **kwargs):
-        calls["transposed"] += not kwargs.get("record", True)
-        return forward(*args, **kwargs)
+    def logged():
+        return [r.route for r in caplog.records if hasattr(r, "route")]
 
-    def spy_batch_major(*args, **kwargs):
-        calls["batch-major"] += 1
-        return batch_major(*args, **kwargs)
+    def facts():
+        return [r.facts for r in caplog.records if hasattr(r, "facts")]
 
-    monkeypatch.setattr(_fused, "_forward", spy_forward)
-    monkeypatch.setattr(_fused, "_inference_loop", spy_batch_major)
-    return calls
+    def traced():
+        return [r.layout for r in caplog.records if hasattr(r, "layout")]
+
+    def messages():
+        return [r.getMessage() for r in caplog.records if r.name == loops.LOGGER_NAME]
+
+    logged.facts = facts
+    logged.traced = traced
+    logged.messages = messages
+    logged.clear = caplog.clear
+    return logged

@@ -402,7 +402,7 @@ def _while_loops(path):
 def test_events_are_projected_before_the_loop(exported, name, matmuls):
     # One FULLY_CONNECTED over the whole sequence before the WHILE loop; each
     # step then multiplies only STM (and, projected, LTM_{t-1} * f_t): one op
-    # less a step (see `_fused._inference_loop`).
+    # less a step (see `keras_lstm_gates/_fused/batch_major.py`).
     _, report, _ = exported(name)
     loops = _while_loops(report.path)
     assert len(loops) == 1
@@ -612,23 +612,28 @@ def test_mixed_bfloat16_model_exports_in_float32(tmp_path):
 
 
 def test_batch_above_one_exports_the_batch_major_loop(
-    quantization_model, tmp_path, inference_loops
+    quantization_model, tmp_path, routes
 ):
     # Traced at a fixed batch above 1, inference would take the transposed
     # loop; its dynamic-range quantized matmul (bias inside the weights) is
     # less accurate, so export traces the batch-major one.
-    from keras_lstm_gates import _fused
+    import tensorflow as tf
+
+    from keras_lstm_gates.loops import Layout
 
     path = tmp_path / "batch4.tflite"
     report = export_tflite(quantization_model, path, batch_size=4, quantize="dynamic")
-    assert inference_loops["transposed"] == 0
-    assert inference_loops["batch-major"] > 0
+    inference = [route for route in routes() if not route.training]
+    assert inference and all(r.layout is Layout.BATCH_MAJOR for r in inference)
+    assert Layout.TRANSPOSED not in routes.traced()
     x = _sequences(batch=4, seed=22)
     expected = _keras(quantization_model, x)
     tolerance = QUANTIZED_TOLERANCE["dynamic"] * max(1.0, np.max(np.abs(expected)))
     assert np.max(np.abs(TFLiteModel(path)(x) - expected)) <= tolerance
     assert report.batch_size == 4
-    assert not _fused._tracing.batch_major  # the context was left
+    routes.clear()  # the context was left: a traced batch is transposed again
+    tf.function(quantization_model)(x)
+    assert [route.layout for route in routes()] == [Layout.TRANSPOSED]
 
 
 # SavedModel.

@@ -87,38 +87,37 @@ def _outputs_and_gradients(
     return [o.numpy() for o in outputs], [g.numpy() for g in grads]
 
 
-def test_layer_runs_through_fused_path(monkeypatch):
-    from keras_lstm_gates import _fused
-
-    calls = []
-    original = _fused.run
-    monkeypatch.setattr(
-        _fused, "run", lambda *a, **k: calls.append(k["training"]) or original(*a, **k)
-    )
+def test_layer_runs_through_fused_path(routes):
     layer = FourGateLSTM(UNITS)
     x = _data()[0]
     layer(x, training=False)
     layer(x, training=True)
-    assert calls == [False, True]
+    assert [route.training for route in routes()] == [False, True]
     keras.layers.RNN(FourGateLSTMCell(UNITS))(x)
     FourGateLSTM(UNITS, unroll=True)(x)
     FourGateLSTM(UNITS, activation="relu")(x)
-    assert calls == [False, True]
+    assert len(routes()) == 2
 
 
-def _wide_layers_take_xla_loop(monkeypatch):
-    """Lets these tests' narrow layers train through `_forward_xla` under XLA."""
-    from keras_lstm_gates import _fused
+@pytest.fixture
+def force():
+    """`force(**settings)`: `keras_lstm_gates.loops.force` for the rest of
+    the test."""
+    from keras_lstm_gates import loops
 
-    monkeypatch.setattr(_fused, "XLA_TRAINING_MIN_UNITS", UNITS - 1)
+    with contextlib.ExitStack() as stack:
+        yield lambda **settings: stack.enter_context(loops.force(**settings))
 
 
-def _cpu_without_gpu(monkeypatch, flags):
-    """`_fused` sees a CPU with these flags (`/proc/cpuinfo`) and no GPU."""
-    from keras_lstm_gates import _fused
+def _wide_layers_take_xla_loop(force):
+    """These tests' narrow layers take the batch-major loop, as wide layers
+    train (under XLA, or their loops compiled alone)."""
+    force(layout="batch-major")
 
-    monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset(flags))
-    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
+
+def _cpu_without_gpu(force, flags):
+    """The loops see a CPU with these flags (`/proc/cpuinfo`) and no GPU."""
+    force(cpu_flags=flags, gpu=False)
 
 
 @contextlib.contextmanager
@@ -134,26 +133,19 @@ def _policy(name):
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_wide_layers_train_through_batch_major_loop(monkeypatch, jit, wide, use_gate):
+def test_wide_layers_train_through_batch_major_loop(force, routes, jit, wide, use_gate):
     # Under XLA, and compiled by itself for a wide layer outside XLA.
     import tensorflow as tf
 
-    from keras_lstm_gates import _fused
+    from keras_lstm_gates.loops import Layout
+    from keras_lstm_gates.loops import Xla
 
     if wide:
-        _wide_layers_take_xla_loop(monkeypatch)
-    calls = {"xla": 0, "transposed": 0}
-    for name, key in (("_forward_xla", "xla"), ("_forward", "transposed")):
-        original = getattr(_fused, name)
-
-        def spy(*args, original=original, key=key, **kwargs):
-            calls[key] += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(_fused, name, spy)
+        _wide_layers_take_xla_loop(force)
     layer = FourGateLSTM(UNITS, use_gate=use_gate)
     x = tf.constant(_data()[0])
     layer(x)
+    routes.clear()
 
     @tf.function(jit_compile=jit)
     def train(x):
@@ -165,41 +157,47 @@ def test_wide_layers_train_through_batch_major_loop(monkeypatch, jit, wide, use_
     # The classic cell under XLA or when wide (its loops compiled alone);
     # the projected cell when wide.
     xla_loop = (jit or wide) if use_gate == "classic" else wide
-    assert calls == {"xla": int(xla_loop), "transposed": int(not xla_loop)}
-    assert not _fused.in_xla_context()
+    expected = Layout.BATCH_MAJOR if xla_loop else Layout.TRANSPOSED
+    (route,) = routes()
+    assert route.layout is expected and routes.traced() == [expected]
+    assert route.xla is (Xla.CALLER if jit else Xla.OWN if wide else Xla.NONE)
+    routes.clear()
+    layer(x, training=True)  # eagerly: nothing is left of the XLA context
+    assert routes()[0].xla is Xla.NONE
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["traced", "jit_compile"])
 @pytest.mark.parametrize("batch", [1, BATCH])
-def test_compiled_inference_takes_transposed_loop_for_batches(
-    inference_loops, batch, jit
-):
+def test_compiled_inference_takes_transposed_loop_for_batches(routes, batch, jit):
     import tensorflow as tf
 
-    calls = inference_loops
+    from keras_lstm_gates.loops import Layout
+
     layer = FourGateLSTM(UNITS)
     x = tf.constant(_data()[0][:batch])
     layer.build(x.shape)
     infer = tf.function(lambda x: layer(x, training=False), jit_compile=jit)
     assert infer(x).shape == (batch, UNITS)
-    expected = "transposed" if batch > 1 else "batch-major"
-    assert calls == {"transposed": 0, "batch-major": 0, expected: 1}
+    expected = Layout.TRANSPOSED if batch > 1 else Layout.BATCH_MAJOR
+    assert [route.layout for route in routes()] == [expected]
+    assert routes.traced() == [expected]
 
 
-def test_batch_major_inference_context_picks_batch_major_loop(inference_loops):
+def test_tflite_tracing_picks_batch_major_loop(routes):
     import tensorflow as tf
 
-    from keras_lstm_gates import _fused
+    from keras_lstm_gates import tflite_tracing
+    from keras_lstm_gates.loops import Layout
 
-    calls = inference_loops
     layer = FourGateLSTM(UNITS)
     x = tf.constant(_data()[0])
     layer.build(x.shape)
-    with _fused.batch_major_inference():
+    with tflite_tracing():
         out = tf.function(lambda x: layer(x, training=False))(x)
-    assert calls == {"transposed": 0, "batch-major": 1}
+    (route,) = routes()
+    assert route.layout is Layout.BATCH_MAJOR and route.hoist
     expected = tf.function(lambda x: layer(x, training=False))(x)
-    assert calls == {"transposed": 1, "batch-major": 1}
+    assert [r.layout for r in routes()] == [Layout.BATCH_MAJOR, Layout.TRANSPOSED]
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
@@ -239,23 +237,19 @@ def test_mixed_bfloat16_inference_under_xla_matches_float32():
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
-def test_mixed_bfloat16_training_under_xla_matches_float32(monkeypatch, use_gate):
+def test_mixed_bfloat16_training_under_xla_matches_float32(force, routes, use_gate):
     # On a GPU the XLA training loop multiplies in bfloat16; pretend one.
-    import tensorflow as tf
-
-    from keras_lstm_gates import _fused
-
-    _wide_layers_take_xla_loop(monkeypatch)
+    _wide_layers_take_xla_loop(force)
     x, h0, c0, mask = _data()
     full, _ = _pair(use_gate, return_sequences=True)
     with _policy("mixed_bfloat16"):
         half, _ = _pair(use_gate, return_sequences=True)
     half.set_weights(full.get_weights())
     expected = _outputs_and_gradients(full, x, h0, c0, mask, jit=True)
-    gpu = lambda kind: ["GPU:0"] if kind == "GPU" else []  # noqa: E731
-    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", gpu)
-    assert _fused.matmul_dtype("bfloat16", xla=True) == tf.bfloat16
+    force(gpu=True)
+    routes.clear()
     got = _outputs_and_gradients(half, x, h0.astype("float32"), c0, mask, jit=True)
+    assert [route.matmul_dtype for route in routes()] == ["bfloat16"]
     np.testing.assert_allclose(np.float32(got[0][0]), expected[0][0], atol=0.05)
     for a, b in zip(got[1], expected[1], strict=True):
         a = np.float32(a)
@@ -322,7 +316,7 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
 
     import tensorflow as tf
 
-    from keras_lstm_gates import _fused
+    from keras_lstm_gates import tflite_tracing
 
     options = dict(options)
     x, h0, c0, mask = _data()
@@ -346,7 +340,7 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
             call = tf.function(call, input_signature=spec)
         tracing = contextlib.nullcontext()
         if mode == "export":
-            tracing = _fused.batch_major_inference()
+            tracing = tflite_tracing()
         with tracing:
             outputs = call(tf.constant(x), tf.constant(h0), tf.constant(c0))
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
@@ -384,11 +378,11 @@ def test_inference_matches_cell_loop(use_gate, options, mode):
     ],
 )
 @pytest.mark.parametrize("mode", ["graph", "xla", "graph-wide"])
-def test_gradients_match_autodiff_of_cell_loop(monkeypatch, use_gate, options, mode):
+def test_gradients_match_autodiff_of_cell_loop(force, use_gate, options, mode):
     # "xla" and "graph-wide" (the loops compiled alone) run the batch-major
     # loop of wide layers.
     if mode != "graph":
-        _wide_layers_take_xla_loop(monkeypatch)
+        _wide_layers_take_xla_loop(force)
     options = dict(options)
     x, h0, c0, mask = _data()
     mask = mask if options.pop("masked", False) else None
@@ -477,7 +471,7 @@ def test_float64_gradients_under_jit_compile_match_cell_loop(training, use_gate)
     # shapes where XLA's CPU backend (TensorFlow 2.21) miscompiled the
     # projected loop's concatenation of a row of ones to `LTM_{t-1} * f`,
     # and `b_u`'s gradient came out wrong (4.6 against a largest value 5.4).
-    # Narrow layers under XLA take the transposed loop (no monkeypatch).
+    # Narrow layers under XLA take the transposed loop (no force).
     import tensorflow as tf
 
     units = 8
@@ -508,11 +502,11 @@ def test_float64_gradients_under_jit_compile_match_cell_loop(training, use_gate)
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
-def test_eager_training_of_wide_layers_matches_cell_loop(monkeypatch, use_gate):
+def test_eager_training_of_wide_layers_matches_cell_loop(force, use_gate):
     # Traced, a wide layer's loops are compiled with XLA on their own;
     # eagerly (a tape around a direct call, `run_eagerly=True`) they cannot
     # be, as a tape would ask for the compiled loop's intermediates.
-    _wide_layers_take_xla_loop(monkeypatch)
+    _wide_layers_take_xla_loop(force)
     x, h0, c0, mask = _data()
     fused, loop = _pair(use_gate)
     fused_out, fused_grads = _outputs_and_gradients(fused, x, h0, c0, mask, eager=True)
@@ -533,7 +527,7 @@ def test_eager_training_of_wide_layers_matches_cell_loop(monkeypatch, use_gate):
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 def test_wide_layer_under_jit_compile_matches_cell_loop(use_gate):
     # 130 units: the thresholds as shipped (XLA training loop, one sigmoid
-    # per gate), no monkeypatching.
+    # per gate), no forceing.
     import tensorflow as tf
 
     units = 130
@@ -565,14 +559,14 @@ def test_wide_layer_under_jit_compile_matches_cell_loop(use_gate):
 
 
 @pytest.mark.parametrize("jit_step", [True, False], ids=["xla-step", "plain-step"])
-def test_classic_gradients_with_and_without_xla_step(monkeypatch, jit_step):
-    from keras_lstm_gates import _fused
-
+def test_classic_gradients_with_and_without_xla_step(force, routes, jit_step):
     # Wide layers run the classic step as separate ops, narrow ones with XLA.
-    monkeypatch.setattr(_fused, "JIT_STEP_MAX_UNITS", UNITS if jit_step else 0)
+    force(jit_step=jit_step)
     x, h0, c0, mask = _data()
     fused, loop = _pair("classic", return_sequences=True)
+    routes.clear()
     fused_out, fused_grads = _outputs_and_gradients(fused, x, h0, c0, mask)
+    assert [route.jit_step for route in routes()] == [jit_step]
     loop_out, loop_grads = _outputs_and_gradients(loop, x, h0, c0, mask)
     np.testing.assert_allclose(fused_out[0], loop_out[0], atol=1e-5)
     for a, b in zip(fused_grads, loop_grads, strict=True):
@@ -597,11 +591,11 @@ def test_training_forward_matches_numpy_reference(use_gate):
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("mode", ["graph", "xla"])
-def test_gradients_match_finite_differences(monkeypatch, use_gate, mode):
+def test_gradients_match_finite_differences(force, use_gate, mode):
     import tensorflow as tf
 
     if mode == "xla":
-        _wide_layers_take_xla_loop(monkeypatch)
+        _wide_layers_take_xla_loop(force)
     x, h0, c0, mask = _data("float64")
     layer, _ = _pair(use_gate, dtype="float64", return_sequences=True)
     coefficients = np.random.default_rng(3).standard_normal((BATCH, STEPS, UNITS))
@@ -684,10 +678,8 @@ def _loop_op_dtypes(layer, x):
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("matrix_units", [True, False], ids=["bf16-units", "none"])
-def test_mixed_bfloat16_matmuls_16_bit_only_where_fast(
-    monkeypatch, use_gate, matrix_units
-):
-    _cpu_without_gpu(monkeypatch, {"amx_bf16"} if matrix_units else {"avx2"})
+def test_mixed_bfloat16_matmuls_16_bit_only_where_fast(force, use_gate, matrix_units):
+    _cpu_without_gpu(force, {"amx_bf16"} if matrix_units else {"avx2"})
     x, h0, c0, mask = _data()
     fused, _ = _pair(use_gate)
     outputs32, grads32 = _outputs_and_gradients(fused, x, h0, c0, mask)
@@ -707,15 +699,13 @@ def test_mixed_bfloat16_matmuls_16_bit_only_where_fast(
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("mode", ["eager", "traced", "training", "jit_compile"])
-def test_mixed_bfloat16_long_term_memory_accumulates_in_float32(
-    monkeypatch, use_gate, mode
-):
+def test_mixed_bfloat16_long_term_memory_accumulates_in_float32(force, use_gate, mode):
     # i = f = 1 and N = 1e-3 at every step: LTM_t = t * 1e-3 in exact
     # arithmetic. A state rounded to bfloat16 (8 bits) stops growing near
     # 0.5, where 1e-3 is below half its spacing.
     import tensorflow as tf
 
-    _cpu_without_gpu(monkeypatch, {"amx_bf16"})
+    _cpu_without_gpu(force, {"amx_bf16"})
     steps, units = 1000, 3
     with _policy("mixed_bfloat16"):
         layer = FourGateLSTM(units, use_gate=use_gate, return_state=True)
@@ -739,20 +729,16 @@ def test_mixed_bfloat16_long_term_memory_accumulates_in_float32(
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("mode", ["graph-fp16-matmuls", "graph", "xla", "graph-wide"])
-def test_mixed_float16_weight_gradients_take_a_large_loss_scale(
-    monkeypatch, use_gate, mode
-):
+def test_mixed_float16_weight_gradients_take_a_large_loss_scale(force, use_gate, mode):
     # The weights' gradients sum a loss-scaled gradient over batch and time:
     # they must not pass through float16 (largest 65504), as the per-step
     # gradients of keras.layers.LSTM do not (TensorFlow sums those into the
     # float32 variable).
     import tensorflow as tf
 
-    _cpu_without_gpu(
-        monkeypatch, {"avx512_fp16"} if mode == "graph-fp16-matmuls" else ()
-    )
+    _cpu_without_gpu(force, {"avx512_fp16"} if mode == "graph-fp16-matmuls" else ())
     if mode in ("xla", "graph-wide"):
-        _wide_layers_take_xla_loop(monkeypatch)
+        _wide_layers_take_xla_loop(force)
     rng = np.random.default_rng(9)
     x = tf.constant(rng.random((64, 50, FEATURES), np.float32))
     # Positive: the gradients add up over batch and time, so the weights'
@@ -785,45 +771,35 @@ def test_mixed_float16_weight_gradients_take_a_large_loss_scale(
         np.testing.assert_allclose(b / scale, a, atol=0.01 * largest)
 
 
-def test_matmul_dtype(monkeypatch):
+def test_mixed_precision_routes_report_the_matmuls_dtype(force, routes):
+    # What `run` hands the dispatch: the CPU's flags and GPU as forced.
     import tensorflow as tf
 
-    from keras_lstm_gates import _fused
-
-    assert _fused.matmul_dtype("float32") == tf.float32
-    assert _fused.matmul_dtype("float64") == tf.float64
-    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", lambda kind: [])
-    monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
-    assert _fused.matmul_dtype("bfloat16") == tf.bfloat16
-    assert _fused.matmul_dtype("float16") == tf.float32
-    # XLA on a CPU emulates 16-bit matmuls, whatever the CPU has.
-    assert _fused.matmul_dtype("bfloat16", xla=True) == tf.float32
-    monkeypatch.setattr(_fused, "_cpu_flags", lambda: frozenset())
-    assert _fused.matmul_dtype("bfloat16") == tf.float32
-    gpu = lambda kind: ["GPU:0"] if kind == "GPU" else []  # noqa: E731
-    monkeypatch.setattr(_fused.tf.config, "list_logical_devices", gpu)
-    assert _fused.matmul_dtype("float16") == tf.float16
-    assert _fused.matmul_dtype("bfloat16", xla=True) == tf.bfloat16
+    x = tf.constant(_data()[0])
+    with _policy("mixed_bfloat16"):
+        layer = FourGateLSTM(UNITS)
+    for flags, expected in (({"avx512_bf16"}, "bfloat16"), ((), "float32")):
+        _cpu_without_gpu(force, flags)
+        routes.clear()
+        layer(x, training=True)
+        assert [route.matmul_dtype for route in routes()] == [expected]
 
 
-def test_recurrent_dropout_trains_through_cell_loop():
-    from keras_lstm_gates import _fused
-
+def test_recurrent_dropout_trains_through_cell_loop(routes):
     layer = FourGateLSTM(UNITS, recurrent_dropout=0.5, seed=1)
     layer(_data()[0])
-    assert not _fused.supports(layer.cell, layer.unroll, training=True)
-    assert _fused.supports(layer.cell, layer.unroll, training=False)
-    assert _fused.supports(FourGateLSTM(UNITS).cell, False, training=True)
+    assert [route.training for route in routes()] == [False]
     out = layer(_data()[0], training=True)
+    assert len(routes()) == 1  # the cell's loop: no fused route
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
 
 
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 def test_fit_with_unknown_batch_and_time_matches_cell_loop(
-    monkeypatch, use_gate, jit_compile
+    force, use_gate, jit_compile
 ):
-    _wide_layers_take_xla_loop(monkeypatch)
+    _wide_layers_take_xla_loop(force)
 
     def model(layer, jit_compile=False):
         keras.utils.set_random_seed(0)
@@ -906,12 +882,12 @@ _PATHS = [
     ],
 )
 def test_tapes_beyond_first_order_match_cell_loop(
-    monkeypatch, case, use_gate, mode, wide, training
+    force, case, use_gate, mode, wide, training
 ):
     import tensorflow as tf
 
     if wide:  # the loops compiled with XLA on their own (graph mode)
-        _wide_layers_take_xla_loop(monkeypatch)
+        _wide_layers_take_xla_loop(force)
     fused, loop = _pair(use_gate, return_sequences=True)
     x = tf.constant(_data()[0])
     results = []
@@ -925,19 +901,16 @@ def test_tapes_beyond_first_order_match_cell_loop(
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_only_a_recorded_gradient_takes_the_autodiff_route(monkeypatch):
+def test_only_a_recorded_gradient_takes_the_autodiff_route(force, routes):
     # Wide layers outside XLA: the compiled backward pass, unless a tape
     # records the gradient (a gradient penalty's inner gradient).
     import tensorflow as tf
 
-    from keras_lstm_gates import _fused
+    _wide_layers_take_xla_loop(force)
 
-    _wide_layers_take_xla_loop(monkeypatch)
-    calls = []
-    original = _fused._autodiff_gradient
-    monkeypatch.setattr(
-        _fused, "_autodiff_gradient", lambda f: calls.append(1) or original(f)
-    )
+    def calls():
+        return [m for m in routes.messages() if m.startswith("gradient by autodiff")]
+
     fused, _ = _pair("projected")
     x = tf.constant(_data()[0])
 
@@ -950,6 +923,6 @@ def test_only_a_recorded_gradient_takes_the_autodiff_route(monkeypatch):
         return tape.gradient(loss, fused.trainable_weights)
 
     gradients("plain")
-    assert not calls
+    assert not calls()
     gradients("penalty")
-    assert calls
+    assert calls()
