@@ -29,6 +29,7 @@ and `.md`; the plot to `docs/mixed_precision_loss.png` (replaced on each run).
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -46,7 +47,7 @@ import numpy as np  # noqa: E402
 import temperature  # noqa: E402
 
 from keras_lstm_gates import FourGateLSTM  # noqa: E402
-from keras_lstm_gates._fused import matmul_dtype  # noqa: E402
+from keras_lstm_gates import loops  # noqa: E402
 
 matplotlib.use("Agg")
 
@@ -297,6 +298,26 @@ def plot(curves, path):
     plt.close(figure)
 
 
+def training_matmul_dtype(policy):
+    """The dtype of the fused loop's matmuls when it trains under `policy`,
+    as its route names it (the `keras_lstm_gates.loops` log)."""
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger(loops.LOGGER_NAME)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        layer = FourGateLSTM(4, dtype=policy)
+        layer(np.zeros((1, 2, 1), "float32"), training=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    (route,) = [r.route for r in records if hasattr(r, "route")]
+    return route.matmul_dtype
+
+
 def main(argv=None):
     args = parse_args(argv)
     splits, stats, rows = load_windows(args.quick)
@@ -312,7 +333,7 @@ def main(argv=None):
         "seed": args.seed,
         "rows": rows,
         "windows": [len(split[0]) for split in splits],
-        "bf16_matmuls": matmul_dtype("bfloat16").name == "bfloat16",
+        "bf16_matmuls": training_matmul_dtype("mixed_bfloat16") == "bfloat16",
     }
     table = markdown(curves, summary, config)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -668,7 +668,7 @@ def tflite_model(make_layer, units, quantize=None, steps=100, features=16):
     Every contender, `keras.layers.LSTM` included, goes through the
     package's `export_tflite` (a SavedModel, then the converter with
     builtin ops only), the way a user exports: it is also how the
-    `FourGateLSTM` loop is traced for TFLite (`_fused.batch_major_inference`).
+    `FourGateLSTM` loop is traced for TFLite (`tflite_tracing`).
     `quantize="dynamic"`: dynamic-range quantization (int8 weights, float
     activations), the converter's `Optimize.DEFAULT` without data.
     """

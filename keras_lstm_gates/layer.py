@@ -11,35 +11,6 @@ from keras import tree
 from keras_lstm_gates import _checks
 from keras_lstm_gates.cell import FourGateLSTMCell
 
-# Cell arguments that the layer takes and shows as read-only properties.
-_CELL_ARGUMENTS = (
-    "units",
-    "use_gate",
-    "activation",
-    "recurrent_activation",
-    "use_bias",
-    "kernel_initializer",
-    "recurrent_initializer",
-    "use_gate_initializer",
-    "bias_initializer",
-    "unit_forget_bias",
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "kernel_constraint",
-    "recurrent_constraint",
-    "bias_constraint",
-    "dropout",
-    "recurrent_dropout",
-)
-
-
-def _cell_property(name):
-    return property(
-        lambda self: getattr(self.cell, name),
-        doc=f"The cell's `{name}` (read-only).",
-    )
-
 
 @keras.saving.register_keras_serializable(package="keras_lstm_gates")
 class FourGateLSTM(keras.layers.RNN):
@@ -249,9 +220,95 @@ class FourGateLSTM(keras.layers.RNN):
             sequences, initial_state=initial_state, mask=mask, training=training
         )
 
-    for _name in _CELL_ARGUMENTS:
-        locals()[_name] = _cell_property(_name)
-    del _name
+    @property
+    def units(self):
+        """The cell's `units` (read-only)."""
+        return self.cell.units
+
+    @property
+    def use_gate(self):
+        """The cell's `use_gate` (read-only)."""
+        return self.cell.use_gate
+
+    @property
+    def activation(self):
+        """The cell's `activation` (read-only)."""
+        return self.cell.activation
+
+    @property
+    def recurrent_activation(self):
+        """The cell's `recurrent_activation` (read-only)."""
+        return self.cell.recurrent_activation
+
+    @property
+    def use_bias(self):
+        """The cell's `use_bias` (read-only)."""
+        return self.cell.use_bias
+
+    @property
+    def kernel_initializer(self):
+        """The cell's `kernel_initializer` (read-only)."""
+        return self.cell.kernel_initializer
+
+    @property
+    def recurrent_initializer(self):
+        """The cell's `recurrent_initializer` (read-only)."""
+        return self.cell.recurrent_initializer
+
+    @property
+    def use_gate_initializer(self):
+        """The cell's `use_gate_initializer` (read-only)."""
+        return self.cell.use_gate_initializer
+
+    @property
+    def bias_initializer(self):
+        """The cell's `bias_initializer` (read-only)."""
+        return self.cell.bias_initializer
+
+    @property
+    def unit_forget_bias(self):
+        """The cell's `unit_forget_bias` (read-only)."""
+        return self.cell.unit_forget_bias
+
+    @property
+    def kernel_regularizer(self):
+        """The cell's `kernel_regularizer` (read-only)."""
+        return self.cell.kernel_regularizer
+
+    @property
+    def recurrent_regularizer(self):
+        """The cell's `recurrent_regularizer` (read-only)."""
+        return self.cell.recurrent_regularizer
+
+    @property
+    def bias_regularizer(self):
+        """The cell's `bias_regularizer` (read-only)."""
+        return self.cell.bias_regularizer
+
+    @property
+    def kernel_constraint(self):
+        """The cell's `kernel_constraint` (read-only)."""
+        return self.cell.kernel_constraint
+
+    @property
+    def recurrent_constraint(self):
+        """The cell's `recurrent_constraint` (read-only)."""
+        return self.cell.recurrent_constraint
+
+    @property
+    def bias_constraint(self):
+        """The cell's `bias_constraint` (read-only)."""
+        return self.cell.bias_constraint
+
+    @property
+    def dropout(self):
+        """The cell's `dropout` (read-only)."""
+        return self.cell.dropout
+
+    @property
+    def recurrent_dropout(self):
+        """The cell's `recurrent_dropout` (read-only)."""
+        return self.cell.recurrent_dropout
 
     @property
     def seed(self):

@@ -21,6 +21,10 @@ if keras.backend.backend() == "tensorflow":
 
     tf.config.experimental.enable_tensor_float_32_execution(False)
 
+# Scripts the tests run in subprocesses, not modules to import here (the
+# backend worker refuses TensorFlow from the moment it is imported).
+collect_ignore = ["_backend_worker.py", "_distribute_worker.py"]
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
 

@@ -15,6 +15,10 @@ from keras_lstm_gates.loops import Xla
 
 T, B = Layout.TRANSPOSED, Layout.BATCH_MAJOR
 WIDE = loops.WIDE_UNITS + 1
+BF, F16, F32 = "bfloat16", "float16", "float32"
+NONE, OWN, CALLER = Xla.NONE, Xla.OWN, Xla.CALLER
+# CPU flags of 16-bit matrix units.
+BF16, AMX, FP16 = (frozenset({f}) for f in ("avx512_bf16", "amx_bf16", "avx512_fp16"))
 
 # A call traced in a `tf.function` at static shapes, 64 units, float32.
 TRACED = Facts(
@@ -31,47 +35,47 @@ TRACED = Facts(
 # (facts changed from TRACED) -> (layout, xla, matmul dtype, hoist, jit_step)
 TABLE = [
     # Training.
-    (dict(training=True), (T, Xla.NONE, "float32", False, False)),
-    (dict(training=True, projected=False), (T, Xla.NONE, "float32", False, True)),
-    (dict(training=True, units=WIDE), (B, Xla.OWN, "float32", False, False)),
-    (dict(training=True, units=WIDE, eager=True), (T, Xla.NONE, "float32", False, False)),
-    (dict(training=True, units=WIDE, static_shapes=False), (T, Xla.NONE, "float32", False, False)),
-    (dict(training=True, in_xla=True), (T, Xla.CALLER, "float32", False, False)),
-    (dict(training=True, in_xla=True, projected=False), (B, Xla.CALLER, "float32", False, False)),
-    (dict(training=True, in_xla=True, units=WIDE), (B, Xla.CALLER, "float32", False, False)),
-    (dict(training=True, projected=False, units=WIDE), (B, Xla.OWN, "float32", False, False)),
-    (dict(training=True, projected=False, own_xla_allowed=False), (T, Xla.NONE, "float32", False, False)),
+    (dict(training=True), (T, NONE, F32, False, False)),
+    (dict(training=True, projected=False), (T, NONE, F32, False, True)),
+    (dict(training=True, units=WIDE), (B, OWN, F32, False, False)),
+    (dict(training=True, units=WIDE, eager=True), (T, NONE, F32, False, False)),
+    (dict(training=True, units=WIDE, static_shapes=False), (T, NONE, F32, False, False)),
+    (dict(training=True, in_xla=True), (T, CALLER, F32, False, False)),
+    (dict(training=True, in_xla=True, projected=False), (B, CALLER, F32, False, False)),
+    (dict(training=True, in_xla=True, units=WIDE), (B, CALLER, F32, False, False)),
+    (dict(training=True, projected=False, units=WIDE), (B, OWN, F32, False, False)),
+    (dict(training=True, projected=False, own_xla_allowed=False), (T, NONE, F32, False, False)),
     # Mixed precision: 16-bit matmuls only where the machine makes them fast;
     # a wide layer then keeps oneDNN's 16-bit matmuls, not XLA's emulated ones.
-    (dict(training=True, compute_dtype="bfloat16"), (T, Xla.NONE, "float32", False, False)),
-    (dict(training=True, compute_dtype="bfloat16", cpu_flags=frozenset({"avx512_bf16"})), (T, Xla.NONE, "bfloat16", False, False)),
-    (dict(training=True, compute_dtype="bfloat16", cpu_flags=frozenset({"amx_bf16"}), units=WIDE), (T, Xla.NONE, "bfloat16", False, False)),
-    (dict(training=True, compute_dtype="float16", cpu_flags=frozenset({"avx512_bf16"})), (T, Xla.NONE, "float32", False, False)),
-    (dict(training=True, compute_dtype="float16", cpu_flags=frozenset({"avx512_fp16"})), (T, Xla.NONE, "float16", False, False)),
-    (dict(training=True, in_xla=True, compute_dtype="bfloat16", cpu_flags=frozenset({"avx512_bf16"}), projected=False), (B, Xla.CALLER, "float32", False, False)),
-    (dict(training=True, in_xla=True, compute_dtype="bfloat16", gpu=True, projected=False), (B, Xla.CALLER, "bfloat16", False, False)),
-    (dict(training=True, compute_dtype="float64"), (T, Xla.NONE, "float64", False, False)),
+    (dict(training=True, compute_dtype=BF), (T, NONE, F32, False, False)),
+    (dict(training=True, compute_dtype=BF, cpu_flags=BF16), (T, NONE, "bfloat16", False, False)),
+    (dict(training=True, compute_dtype=BF, cpu_flags=AMX, units=WIDE), (T, NONE, "bfloat16", False, False)),
+    (dict(training=True, compute_dtype=F16, cpu_flags=BF16), (T, NONE, F32, False, False)),
+    (dict(training=True, compute_dtype=F16, cpu_flags=FP16), (T, NONE, "float16", False, False)),
+    (dict(training=True, in_xla=True, compute_dtype=BF, cpu_flags=BF16, projected=False), (B, CALLER, F32, False, False)),
+    (dict(training=True, in_xla=True, compute_dtype=BF, gpu=True, projected=False), (B, CALLER, "bfloat16", False, False)),
+    (dict(training=True, compute_dtype="float64"), (T, NONE, "float64", False, False)),
     # Inference.
-    (dict(), (T, Xla.OWN, "float32", False, False)),
-    (dict(batch=1), (B, Xla.OWN, "float32", False, False)),
-    (dict(in_xla=True), (T, Xla.CALLER, "float32", False, False)),
-    (dict(in_xla=True, batch=1), (B, Xla.CALLER, "float32", False, False)),
-    (dict(eager=True), (B, Xla.NONE, "float32", False, False)),
-    (dict(static_shapes=False, batch=None), (B, Xla.NONE, "float32", False, False)),
-    (dict(own_xla_allowed=False), (B, Xla.NONE, "float32", False, False)),
-    (dict(compute_dtype="bfloat16", cpu_flags=frozenset({"avx512_bf16"})), (T, Xla.OWN, "float32", False, False)),
-    (dict(compute_dtype="bfloat16", cpu_flags=frozenset({"avx512_bf16"}), eager=True), (B, Xla.NONE, "bfloat16", False, False)),
+    (dict(), (T, OWN, F32, False, False)),
+    (dict(batch=1), (B, OWN, F32, False, False)),
+    (dict(in_xla=True), (T, CALLER, F32, False, False)),
+    (dict(in_xla=True, batch=1), (B, CALLER, F32, False, False)),
+    (dict(eager=True), (B, NONE, F32, False, False)),
+    (dict(static_shapes=False, batch=None), (B, NONE, F32, False, False)),
+    (dict(own_xla_allowed=False), (B, NONE, F32, False, False)),
+    (dict(compute_dtype=BF, cpu_flags=BF16), (T, OWN, F32, False, False)),
+    (dict(compute_dtype=BF, cpu_flags=BF16, eager=True), (B, NONE, "bfloat16", False, False)),
     # What an export asks.
-    (dict(export_batch_major=True), (B, Xla.OWN, "float32", True, False)),
-    (dict(export_batch_major=True, static_shapes=False), (B, Xla.NONE, "float32", True, False)),
-    (dict(export_batch_major=True, training=True), (T, Xla.NONE, "float32", False, False)),
+    (dict(export_batch_major=True), (B, OWN, F32, True, False)),
+    (dict(export_batch_major=True, static_shapes=False), (B, NONE, F32, True, False)),
+    (dict(export_batch_major=True, training=True), (T, NONE, F32, False, False)),
     # What `force` asks.
-    (dict(forced_layout=B, training=True), (B, Xla.OWN, "float32", False, False)),
-    (dict(forced_layout=B, training=True, static_shapes=False), (B, Xla.NONE, "float32", False, False)),
-    (dict(forced_layout=T, units=WIDE, training=True), (T, Xla.NONE, "float32", False, False)),
-    (dict(forced_layout=B), (B, Xla.OWN, "float32", False, False)),
-    (dict(forced_jit_step=False, training=True, projected=False), (T, Xla.NONE, "float32", False, False)),
-    (dict(forced_jit_step=True, training=True), (T, Xla.NONE, "float32", False, True)),
+    (dict(forced_layout=B, training=True), (B, OWN, F32, False, False)),
+    (dict(forced_layout=B, training=True, static_shapes=False), (B, NONE, F32, False, False)),
+    (dict(forced_layout=T, units=WIDE, training=True), (T, NONE, F32, False, False)),
+    (dict(forced_layout=B), (B, OWN, F32, False, False)),
+    (dict(forced_jit_step=False, training=True, projected=False), (T, NONE, F32, False, False)),
+    (dict(forced_jit_step=True, training=True), (T, NONE, F32, False, True)),
 ]  # fmt: skip
 
 
