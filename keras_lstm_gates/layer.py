@@ -197,10 +197,8 @@ class FourGateLSTM(keras.layers.RNN):
                     return_all_outputs=self.return_sequences,
                     training=bool(training),
                 )
-        # Keras's own loop, the cell one step at a time. Hoisting the events'
-        # projection out of the loop (one large matmul) measured slower on
-        # CPU on both backends: at (64, 100, 16, 128), direct call 10-25%
-        # slower on TensorFlow and training 1.4-1.5x slower on JAX.
+        # Keras's own loop, the cell one step at a time (the events'
+        # projection stays in the step: see docs/performance.md).
         return super().inner_loop(sequences, initial_state, mask, training)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):

@@ -23,7 +23,6 @@ from keras_lstm_gates._fused.arrays import length
 from keras_lstm_gates._fused.arrays import pass_masked
 from keras_lstm_gates._fused.dispatch import LOGGER_NAME
 from keras_lstm_gates._fused.dispatch import Layout
-from keras_lstm_gates._fused.transposed import weight_gradient_dtype
 
 _GATE_RECORDS = ("i", "f", "v", "n", "ltm", "u")
 
@@ -171,7 +170,7 @@ def backward(options, records, events, stm0, weights, d_stms, d_ltm):
             tensor = tensor.stack()
         return tf.reshape(tensor, (-1, tensor.shape[-1]))
 
-    sum_dtype = weight_gradient_dtype(mm_dtype, dtype)
+    sum_dtype = gates.weight_gradient_dtype(mm_dtype, dtype)
 
     def weight_gradient(operand, d):  # sum over time and batch of operand^T d
         operand, d = tf.cast(operand, sum_dtype), tf.cast(d, sum_dtype)

@@ -94,3 +94,14 @@ def as_one_kernel(function):
     """`function` compiled with XLA: a step's element-wise ops as one kernel,
     the matmuls around it left to TensorFlow (see `Route.jit_step`)."""
     return tf.function(function, jit_compile=True, autograph=False)
+
+
+def weight_gradient_dtype(mm_dtype, dtype):
+    """The dtype the weights' gradients are summed in.
+
+    A weight's gradient sums a loss-scaled gradient over batch and time: in
+    float16 it overflows (65504) at a loss scale far below
+    `keras.layers.LSTM`'s, so float32. bfloat16 has float32's range and
+    keeps its fast 16-bit matmuls.
+    """
+    return dtype if mm_dtype == tf.float16 else mm_dtype

@@ -130,17 +130,15 @@ def run(
             mask = tf.reverse(mask, [0])
     stm0, ltm0 = (tf.cast(s, dtype) for s in initial_state)
     use = (use_gate_kernel, use_gate_bias) if projected else ()
-    lay_out = _transposed if route.layout is Layout.TRANSPOSED else _batch_major
-    stms, ltm_last = lay_out(
-        route,
-        events,
-        stm0,
-        ltm0,
-        mask,
-        return_all_outputs,
-        (kernel, recurrent_kernel, bias),
-        use,
-    )
+    weights = (kernel, recurrent_kernel, bias)
+    if route.layout is Layout.TRANSPOSED:
+        stms, ltm_last = _transposed(
+            route, events, stm0, ltm0, mask, return_all_outputs, weights, use
+        )
+    else:
+        stms, ltm_last = _batch_major(
+            route, events, stm0, ltm0, mask, return_all_outputs, weights, use
+        )
 
     outputs = stms
     if mask is not None:

@@ -192,7 +192,7 @@ def backward(options, records, events, stm0, weights, d_stms, d_ltm):
     )
     if after_loop:
         # Sums over time and batch of d(pre-activation) x operand.
-        sum_dtype = weight_gradient_dtype(mm_dtype, dtype)
+        sum_dtype = gates.weight_gradient_dtype(mm_dtype, dtype)
 
         def stacked(array):
             return tf.cast(array.stack(), sum_dtype)
@@ -209,14 +209,3 @@ def backward(options, records, events, stm0, weights, d_stms, d_ltm):
     if projected:  # of `[W_u, b_u]`, transposed, as the loop takes them
         grads.append(tf.concat([sums["w_u"], sums["b_u"]], axis=1))
     return grads
-
-
-def weight_gradient_dtype(mm_dtype, dtype):
-    """The dtype the weights' gradients are summed in.
-
-    A weight's gradient sums a loss-scaled gradient over batch and time: in
-    float16 it overflows (65504) at a loss scale far below
-    `keras.layers.LSTM`'s, so float32. bfloat16 has float32's range and
-    keeps its fast 16-bit matmuls.
-    """
-    return dtype if mm_dtype == tf.float16 else mm_dtype
