@@ -25,6 +25,7 @@ from keras_lstm_gates import _conversion
 from keras_lstm_gates import _output_files
 from keras_lstm_gates import _parity
 from keras_lstm_gates._checks import QUANTIZE_OPTIONS
+from keras_lstm_gates._fused import exporting
 from keras_lstm_gates._graph import all_layers
 from keras_lstm_gates._streaming import StepFunction
 from keras_lstm_gates.tflite import SERVING
@@ -147,14 +148,11 @@ def export_saved_model(
     path = _output_files.check_target(
         "export_saved_model", path, overwrite, directory=True
     )
-    from keras_lstm_gates import _fused  # imports TensorFlow: only once checked
 
     # Without `jit_compile`, nothing in the file is compiled with XLA: not
     # even the loops a layer compiles on its own where shapes are static
     # (a fixed `batch_size`), which a server without XLA could not run.
-    no_xla = (
-        contextlib.nullcontext() if jit_compile else _fused.exporting(own_xla=False)
-    )
+    no_xla = contextlib.nullcontext() if jit_compile else exporting(own_xla=False)
     with _output_files.atomic_target(path, directory=True) as staging, no_xla:
         _conversion.write_saved_model(
             model, staging, batch_size, jit_compile=bool(jit_compile)
@@ -255,10 +253,8 @@ def export_tflite(
     step = StepFunction(converted) if streaming else None
     path = _output_files.check_target("export_tflite", path, overwrite, directory=False)
 
-    from keras_lstm_gates import _fused  # imports TensorFlow: only once checked
-
     with tempfile.TemporaryDirectory(prefix="keras_lstm_gates_export_") as workdir:
-        with _fused.exporting(batch_major=True):
+        with exporting(batch_major=True):
             _conversion.write_saved_model(converted, workdir, batch_size, step=step)
         content = _conversion.convert(
             workdir, converted, batch_size, quantize, representative_data, step
@@ -326,7 +322,6 @@ def tflite_tracing():
     ```
     """
     _checks.require_tensorflow("tflite_tracing")
-    from keras_lstm_gates import _fused  # imports TensorFlow: only once checked
 
-    with _fused.exporting(batch_major=True):
+    with exporting(batch_major=True):
         yield

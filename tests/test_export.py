@@ -887,13 +887,25 @@ def test_failed_tflite_export_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_failed_saved_model_export_keeps_the_old_one(tiny, tmp_path):
+def test_failed_saved_model_export_keeps_the_old_one(tiny, tmp_path, monkeypatch):
     path = tmp_path / "sm"
     export_saved_model(tiny, path)
     before = sorted(os.listdir(path))
     (path / "saved_model.pb").write_bytes(b"earlier export")
     with pytest.raises(RuntimeError, match="broke when traced"):
         export_saved_model(_breakable("traced"), path, overwrite=True)
+
+    # A failure halfway through writing: Keras's writer leaves a partial file.
+    def write_half(archive, directory, **kwargs):
+        with open(os.path.join(directory, "saved_model.pb"), "w") as f:
+            f.write("half")
+        raise RuntimeError("disk full")
+
+    # `ExportArchive()` makes the backend's own archive class.
+    archive = type(keras.export.ExportArchive())
+    monkeypatch.setattr(archive, "write_out", write_half)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_saved_model(tiny, path, overwrite=True)
     assert os.listdir(tmp_path) == ["sm"]
     assert sorted(os.listdir(path)) == before
     assert (path / "saved_model.pb").read_bytes() == b"earlier export"

@@ -110,9 +110,9 @@ def force():
 
 
 def _wide_layers_take_xla_loop(force):
-    """These tests' narrow layers take the batch-major loop, as wide layers
-    train (under XLA, or their loops compiled alone)."""
-    force(layout="batch-major")
+    """These tests' layers count as wide: they train batch-major under XLA,
+    or with their loops compiled alone where the shapes are static."""
+    force(wide_units=UNITS - 1)
 
 
 def _cpu_without_gpu(force, flags):
@@ -527,7 +527,7 @@ def test_eager_training_of_wide_layers_matches_cell_loop(force, use_gate):
 @pytest.mark.parametrize("use_gate", ["classic", "projected"])
 def test_wide_layer_under_jit_compile_matches_cell_loop(use_gate):
     # 130 units: the thresholds as shipped (XLA training loop, one sigmoid
-    # per gate), no forceing.
+    # per gate), nothing forced.
     import tensorflow as tf
 
     units = 130

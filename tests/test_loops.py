@@ -76,6 +76,12 @@ TABLE = [
     (dict(forced_layout=B), (B, OWN, F32, False, False)),
     (dict(forced_jit_step=False, training=True, projected=False), (T, NONE, F32, False, False)),
     (dict(forced_jit_step=True, training=True), (T, NONE, F32, False, True)),
+    (dict(wide_units=8, training=True), (B, OWN, F32, False, False)),
+    (dict(wide_units=8, training=True, eager=True), (T, NONE, F32, False, False)),
+    # A compiled inference call's gradient runs the training loop in the
+    # executor: the classic step's kernel is named for it.
+    (dict(projected=False), (T, OWN, F32, False, True)),
+    (dict(projected=False, in_xla=True), (T, CALLER, F32, False, False)),
 ]  # fmt: skip
 
 
@@ -96,13 +102,18 @@ def test_dispatch_table(changes, expected):
 
 
 @pytest.mark.parametrize(
-    "units, in_xla, expected",
-    [(64, True, False), (WIDE, True, True), (WIDE, False, True), (WIDE, None, False)],
+    "changes, expected",
+    [
+        (dict(units=64, in_xla=True), False),
+        (dict(units=WIDE, in_xla=True), True),
+        (dict(units=WIDE), True),  # compiled alone
+        (dict(units=WIDE, eager=True), False),
+        (dict(units=WIDE, export_batch_major=True), False),  # TFLite runs no XLA
+    ],
 )
-def test_one_sigmoid_per_gate_only_for_wide_layers_under_xla(units, in_xla, expected):
-    changes = dict(units=units, in_xla=bool(in_xla), eager=in_xla is None)
+def test_one_sigmoid_per_gate_only_for_wide_layers_under_xla(changes, expected):
     route = loops.choose(dataclasses.replace(TRACED, **changes))
-    assert route.sigmoid_per_gate is expected  # fmt: skip
+    assert route.sigmoid_per_gate is expected
 
 
 tensorflow_only = pytest.mark.skipif(

@@ -44,6 +44,8 @@ def forward(
     `n`, `ltm` (`LTM_{t-1}`), `u`, `stm_event` (`[STM_{t-1}, E_t]`) and,
     for the projected Use gate, `kept`) to its stacked steps.
     """
+    # The records hold `[STM_{t-1}, E_t]`, which a hoisted projection skips.
+    assert not (record and options.hoist), "hoist is for inference alone"
     layout = Layout.BATCH_MAJOR
     _logger.debug("traced: batch-major forward", extra={"layout": layout})
     dtype, mm_dtype = stm0.dtype, kernel.dtype

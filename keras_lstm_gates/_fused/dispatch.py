@@ -18,7 +18,11 @@ LOGGER_NAME = "keras_lstm_gates.loops"
 # Above this many units a projected layer trains through the batch-major
 # loop under `jit_compile`, and any layer outside it (its loops compiled
 # with XLA each): XLA's large matmuls then win over the executor's loop.
+# Up to it, the classic transposed step's element-wise ops run as one XLA
+# kernel; above it, under XLA, each gate takes its own `sigmoid`.
 WIDE_UNITS = 128
+
+_16_BIT = ("bfloat16", "float16")
 
 # CPU flags (`/proc/cpuinfo`) of units that multiply 16-bit matrices natively.
 FAST_16_BIT_MATMUL_FLAGS = {
@@ -65,6 +69,7 @@ class Facts:
     export_batch_major: bool = False  # an export asks for the batch-major loop
     own_xla_allowed: bool = True  # an export may forbid compiling alone
     forced_layout: Layout | None = None  # `force(layout=...)`
+    wide_units: int = WIDE_UNITS  # moved by `force(wide_units=...)`
     forced_jit_step: bool | None = None  # `force(jit_step=...)`
 
 
@@ -79,7 +84,9 @@ class Route:
     reason: str
     # The events' projection as one matmul before the loop (TFLite export).
     hoist: bool = False
-    # The classic transposed step's element-wise ops as one XLA kernel.
+    # The classic transposed step's element-wise ops as one XLA kernel, where
+    # TensorFlow's executor runs the step (training, or the training loop
+    # that takes the gradient of a compiled inference call).
     jit_step: bool = False
     # One `sigmoid` per gate rather than one over `[i; f; V]`: lets XLA fuse
     # each gate with its consumers when wide.
@@ -114,7 +121,7 @@ def matmul_dtype(facts, xla):
 
 def choose(facts: Facts) -> Route:
     """The route for `facts`; `docs/architecture.md` tells it in words."""
-    wide = facts.units > WIDE_UNITS
+    wide = facts.units > facts.wide_units
     compile_alone = (
         facts.own_xla_allowed
         and not facts.eager
@@ -135,7 +142,8 @@ def choose(facts: Facts) -> Route:
         elif wide and compile_alone and not sixteen_bit:
             layout, reason = (
                 Layout.BATCH_MAJOR,
-                f"training a wide layer (over {WIDE_UNITS} units) with static "
+                f"training a wide layer (over {facts.wide_units} units) with "
+                "static "
                 "shapes: its loops compiled with XLA each",
             )
         else:
@@ -181,29 +189,28 @@ def choose(facts: Facts) -> Route:
         xla = Xla.OWN if compile_alone else Xla.NONE
     jit_step = (
         layout is Layout.TRANSPOSED
-        and facts.training
         and not facts.projected
-        and xla is Xla.NONE
+        and not facts.in_xla
         and facts.units <= WIDE_UNITS
         and facts.own_xla_allowed
     )
     if facts.forced_jit_step is not None:
         jit_step = facts.forced_jit_step
+    hoist = facts.export_batch_major and not facts.training
+    hoist = hoist and layout is Layout.BATCH_MAJOR
+    big = facts.units > WIDE_UNITS
     return Route(
         layout,
         xla,
         facts.training,
         matmul_dtype(facts, xla is not Xla.NONE),
         reason,
-        hoist=facts.export_batch_major
-        and not facts.training
-        and (layout is Layout.BATCH_MAJOR),
+        hoist=hoist,
         jit_step=jit_step,
-        sigmoid_per_gate=xla is not Xla.NONE and wide,
+        # Not for TFLite, which runs no XLA: one op is fewer than three.
+        sigmoid_per_gate=xla is not Xla.NONE and not hoist and big,
     )
 
-
-_16_BIT = ("bfloat16", "float16")
 
 # What `exporting` and `force` ask of the layers traced in this thread, as
 # `Facts` fields: read by `run` alone, through `requested_facts`.
@@ -240,12 +247,13 @@ def requested_facts():
     return dict(getattr(_requests, "facts", {}))
 
 
-def force(layout=None, jit_step=None, cpu_flags=None, gpu=None):
+def force(layout=None, wide_units=None, jit_step=None, cpu_flags=None, gpu=None):
     """Overrides the dispatch for layers traced inside, in this thread.
 
     For tests and experiments: `layout` (a `Layout` or its value) runs that
-    loop whatever the layer's width (compiled alone with XLA where the
-    shapes allow it when it is batch-major training); `jit_step` turns the
+    loop whatever the rules say (compiled alone with XLA where the shapes
+    allow it when it is batch-major training); `wide_units` moves the width
+    above which layers train batch-major (`WIDE_UNITS`); `jit_step` turns the
     classic transposed step's XLA kernel on or off; `cpu_flags` and `gpu`
     stand for the machine's (they decide the matmuls' dtype under mixed
     precision).
@@ -253,6 +261,8 @@ def force(layout=None, jit_step=None, cpu_flags=None, gpu=None):
     settings = {}
     if layout is not None:
         settings["forced_layout"] = Layout(layout)
+    if wide_units is not None:
+        settings["wide_units"] = int(wide_units)
     if jit_step is not None:
         settings["forced_jit_step"] = bool(jit_step)
     if cpu_flags is not None:

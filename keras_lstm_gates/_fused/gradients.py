@@ -15,7 +15,7 @@ from keras_lstm_gates._fused.dispatch import LOGGER_NAME
 from keras_lstm_gates._fused.dispatch import Layout
 from keras_lstm_gates._fused.dispatch import Xla
 
-LOOPS = {Layout.TRANSPOSED: transposed, Layout.BATCH_MAJOR: batch_major}
+_LOOPS = {Layout.TRANSPOSED: transposed, Layout.BATCH_MAJOR: batch_major}
 
 _logger = logging.getLogger(LOGGER_NAME)
 
@@ -26,7 +26,7 @@ def with_backward(layout, options, compile_alone=False):
     `compile_alone` compiles the forward and backward loops with XLA each,
     for a caller XLA does not compile.
     """
-    loops = LOOPS[layout]
+    loops = _LOOPS[layout]
     forward = functools.partial(loops.forward, options)
     backward = functools.partial(loops.backward, options)
     plain = forward
@@ -76,21 +76,32 @@ def inference(route, options):
     does not compile it; a compiled loop cannot be differentiated from
     outside, so its gradient runs the training loops of the same layout.
     """
-    loops = LOOPS[route.layout]
+    loops = _LOOPS[route.layout]
 
     def forward(events, stm0, ltm0, *stored):
         weights = _in_dtype_of(events, stored)
         stms, ltm_last, _ = loops.forward(
-            options, events, stm0, ltm0, *weights, record=False
+            forward_options, events, stm0, ltm0, *weights, record=False
         )
         return stms, ltm_last
 
-    if route.xla is Xla.NONE:
+    # The step's own XLA kernel is for a loop in TensorFlow's executor.
+    compiled = route.xla is not Xla.NONE
+    forward_options = dataclasses.replace(
+        options, jit_step=options.jit_step and not compiled
+    )
+    if not compiled:
         return forward
     if route.xla is Xla.OWN:
         forward = _compiled(forward)
-    # The training loops record `[STM_{t-1}, E_t]`, so project in the loop.
-    train = with_backward(route.layout, dataclasses.replace(options, hoist=False))
+    # The gradient's training loops record `[STM_{t-1}, E_t]`: projected in
+    # the loop; outside XLA (`Xla.OWN`), one `sigmoid` for the three gates.
+    train_options = dataclasses.replace(
+        options,
+        hoist=False,
+        sigmoid_per_gate=options.sigmoid_per_gate and route.xla is Xla.CALLER,
+    )
+    train = with_backward(route.layout, train_options)
     return _differentiable(forward, _autodiff_gradient(train))
 
 

@@ -20,4 +20,5 @@ def cpu_flags():
 
 
 def has_gpu():
+    """Whether TensorFlow sees a GPU (16-bit matmuls are fast there)."""
     return bool(tf.config.list_logical_devices("GPU"))
