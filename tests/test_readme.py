@@ -1,4 +1,4 @@
-"""The README's quick start runs as pasted."""
+"""The README's quick start and the docs' snippets run as pasted."""
 
 import os
 import re
@@ -19,12 +19,12 @@ def test_quick_start_runs(tmp_path, monkeypatch):
     assert namespace["gates"]["STM"].shape == (1, 30, 32)
 
 
-def _python_blocks(readme):
-    return re.findall(r"```python\n(.*?)```", readme, re.S)
+def _python_blocks(text):
+    return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
-def _readme():
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+def _docs_page(name):
+    with open(os.path.join(REPO_ROOT, "docs", name), encoding="utf-8") as f:
         return f.read()
 
 
@@ -35,7 +35,7 @@ def test_deploy_snippets_run(tmp_path, monkeypatch):
     from keras_lstm_gates import FourGateLSTM
     from keras_lstm_gates import export_tflite
 
-    blocks = _python_blocks(_readme())
+    blocks = _python_blocks(_docs_page("deploy.md"))
     (converter,) = [b for b in blocks if "with tflite_tracing():" in b]
     from keras_lstm_gates import TFLiteModel
 
@@ -46,7 +46,7 @@ def test_deploy_snippets_run(tmp_path, monkeypatch):
         [keras.Input((30, 4)), FourGateLSTM(32), keras.layers.Dense(1)]
     )
     namespace = {"model": model}
-    exec(compile(converter, "README.md#from-python", "exec"), namespace)
+    exec(compile(converter, "docs/deploy.md#from-python", "exec"), namespace)
     (tmp_path / "own.tflite").write_bytes(namespace["tflite_bytes"])
     x = np.random.default_rng(0).standard_normal((1, 30, 4)).astype("float32")
     np.testing.assert_allclose(
@@ -64,5 +64,21 @@ def test_deploy_snippets_run(tmp_path, monkeypatch):
     )
     export_tflite(model, "temperature.tflite", streaming=True)
     namespace = {}
-    exec(compile(streaming, "README.md#streaming", "exec"), namespace)
+    where = "docs/deploy.md#streaming-on-the-device"
+    exec(compile(streaming, where, "exec"), namespace)
     assert np.shape(namespace["forecast"]) == (1, 1)
+
+
+def test_long_memory_snippet_sets_the_forget_bias():
+    import keras
+    import numpy as np
+
+    from keras_lstm_gates import FourGateLSTM
+
+    (snippet,) = _python_blocks(_docs_page("long_memory.md"))
+    layer = FourGateLSTM(8)
+    layer(np.zeros((1, 5, 3), "float32"))
+    namespace = {"layer": layer, "np": np}
+    exec(compile(snippet, "docs/long_memory.md", "exec"), namespace)
+    bias = keras.ops.convert_to_numpy(layer.cell.bias)
+    np.testing.assert_array_equal(bias[8:16], 3.0)  # the forget gate's block
