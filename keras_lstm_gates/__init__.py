@@ -11,7 +11,7 @@ The public API:
 - `TFLiteModel`: run an exported `.tflite` file, whole sequence or step by step.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from keras_lstm_gates.cell import FourGateLSTMCell
 from keras_lstm_gates.cell import GateActivations
