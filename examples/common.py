@@ -13,6 +13,12 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+# Before keras: for the example scripts, keras_lstm_gates imports TensorFlow
+# without its C++ start-up log unless asked (`--verbose`, or your own
+# TF_CPP_MIN_LOG_LEVEL); see keras_lstm_gates/_startup_log.py.
+import keras_lstm_gates  # noqa: F401
+
+# isort: split
 import keras
 import matplotlib
 import matplotlib.ticker
@@ -107,6 +113,11 @@ def build_parser(task, description, *, epochs, batch_size, units):
         default=None,
         help="where downloads are cached (default: ~/.keras)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's C++ start-up log (oneDNN, CUDA)",
+    )
     return parser
 
 
@@ -192,8 +203,8 @@ def read_csv(path, flag="--csv", **kwargs):
     return frame
 
 
-def download(fname, origin, cache_dir=None, extract=False):
-    """`keras.utils.get_file`, cached, with errors a user can act on.
+def download(fname, origin, cache_dir=None, extract=False, file_hash=None):
+    """`keras.utils.get_file`, cached, verified, with errors a user can act on.
 
     Args:
         fname: The file's name in the cache (`<cache_dir>/datasets/`).
@@ -202,6 +213,9 @@ def download(fname, origin, cache_dir=None, extract=False):
             would quietly use `/tmp/.keras` instead); `None` for `~/.keras`.
         extract: Whether the file is an archive to extract (once: later
             calls return the folder it was extracted to).
+        file_hash: The file's published sha256, or `None` where there is
+            none. A cached file that differs is downloaded again; a
+            downloaded one that differs is refused as damaged.
 
     Returns:
         The path of the file, or of the folder it was extracted to.
@@ -214,12 +228,15 @@ def download(fname, origin, cache_dir=None, extract=False):
     home = os.environ.get("KERAS_HOME", Path("~/.keras").expanduser())
     cached = Path(cache_dir or home) / "datasets" / fname
     # get_file extracts the archive again at every call (IMDB: 100,000
-    # files); a mark left after a whole extraction skips that, as long as
-    # the archive is there (deleting a damaged one extracts afresh).
+    # files); a mark left after a whole extraction of the verified archive
+    # skips that, as long as the archive is there (deleting a damaged one
+    # extracts afresh). The mark holds the hash it was verified against.
     extracted = cached.with_name(fname.split(".")[0] + "_extracted")
     done = extracted / ".extracted"
-    if extract and done.is_file() and cached.is_file():
-        return os.fspath(extracted)
+    verified = file_hash or ""
+    if extract and cached.is_file() and done.is_file():
+        if done.read_text() == verified:
+            return os.fspath(extracted)
     if extract:
         done.unlink(missing_ok=True)
     try:
@@ -228,8 +245,12 @@ def download(fname, origin, cache_dir=None, extract=False):
             origin=origin,
             extract=extract,
             cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            file_hash=file_hash,
+            hash_algorithm="sha256",
         )
     except (EOFError, tarfile.TarError, zipfile.BadZipFile) as error:
+        raise damaged_download(cached, error) from None
+    except ValueError as error:  # the downloaded file is not the published one
         raise damaged_download(cached, error) from None
     except Exception as error:  # get_file raises a bare Exception on failure
         raise OSError(
@@ -237,7 +258,7 @@ def download(fname, origin, cache_dir=None, extract=False):
             "without internet, pass --csv with a local copy of the data"
         ) from None
     if extract and Path(path) == extracted:
-        done.touch()
+        done.write_text(verified)
     return path
 
 

@@ -13,6 +13,8 @@ The public API:
 
 __version__ = "0.2.0"
 
+# First: for our command lines, it imports TensorFlow without its C++ start-up log.
+from keras_lstm_gates import _startup_log  # noqa: F401
 from keras_lstm_gates.cell import FourGateLSTMCell
 from keras_lstm_gates.cell import GateActivations
 from keras_lstm_gates.export import TFLiteExport

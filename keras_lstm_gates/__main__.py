@@ -4,9 +4,9 @@ Exports a saved Keras model to a SavedModel and/or a TFLite file and prints
 what it wrote, the TFLite ops, the size and the measured parity with Keras.
 A missing, unreadable or non-Keras model file, or an output that cannot be
 written, is a one-line `error: ...` and exit status 1; a malformed command
-line is argparse's usage and error, exit status 2. TensorFlow, imported with
-the package, may log its start-up lines to stderr first: set
-`TF_CPP_MIN_LOG_LEVEL=3` in the environment to silence them.
+line is argparse's usage and error, exit status 2. TensorFlow's C++ start-up
+log (oneDNN, CUDA) is hidden unless asked for: `--verbose`, or your own
+`TF_CPP_MIN_LOG_LEVEL` (see `_startup_log`).
 """
 
 import argparse
@@ -57,6 +57,12 @@ def _parser():
     )
     export.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs"
+    )
+    # Read by `_startup_log` when the package is imported, before TensorFlow.
+    export.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's C++ start-up log (oneDNN, CUDA)",
     )
     return parser
 

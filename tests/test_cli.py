@@ -1,6 +1,8 @@
 """Tests for `python -m keras_lstm_gates export`."""
 
 import os
+import platform
+import re
 import subprocess
 import sys
 import warnings
@@ -11,6 +13,7 @@ import pytest
 
 from keras_lstm_gates import FourGateLSTM
 from keras_lstm_gates import TFLiteModel
+from keras_lstm_gates import _startup_log
 from keras_lstm_gates.__main__ import main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,9 +30,15 @@ def model_file(tmp_path_factory):
     return model, str(path)
 
 
+# A line of TensorFlow's C++ log, as absl writes it (`I0000 00:00:...`).
+_CPP_LOG_LINE = re.compile(r"^[IWE]\d{4} ", re.MULTILINE)
+
+
 def _run(*args):
-    """Runs the command line in a fresh process, as a user would."""
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    """Runs the command line in a fresh process, as a user would: without
+    TF_CPP_MIN_LOG_LEVEL."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO_ROOT
     return subprocess.run(
         [sys.executable, "-m", "keras_lstm_gates", *args],
         capture_output=True,
@@ -54,6 +63,9 @@ def test_export_both_formats_in_a_fresh_process(model_file, tmp_path):
         "2",
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    # Quiet by default: no C++ start-up log (oneDNN, CUDA) before our output.
+    assert not _CPP_LOG_LINE.search(result.stderr), result.stderr[-2000:]
+    assert "oneDNN custom operations" not in result.stderr
     out = result.stdout
     assert f"wrote SavedModel {saved}" in out
     assert f"wrote {tflite}" in out and f"{os.path.getsize(tflite):,} bytes" in out
@@ -78,6 +90,76 @@ def test_missing_model_file_in_a_fresh_process(tmp_path):
     result = _run("export", str(tmp_path / "none.keras"), "--tflite", "m.tflite")
     assert "does not exist" in _one_line_error(result)
     assert result.stdout == ""
+    # The error is all there is: TensorFlow's start-up log is held back...
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    # ...unless asked for.
+    args = ["export", str(tmp_path / "none.keras"), "--tflite", "m.tflite"]
+    verbose = _run(*args, "--verbose")
+    assert "does not exist" in _one_line_error(verbose)
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+    if onednn and (platform.system(), platform.machine()) == ("Linux", "x86_64"):
+        assert "oneDNN custom operations" in verbose.stderr
+
+
+_START_UP = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796600873.184210   26886 port.cc:153] oneDNN custom operations are on.
+I0000 00:00:1796600873.251708   26886 cpu_feature_guard.cc:227] This TensorFlow binary...
+To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow.
+2025-09-17 14:44:05.176998: W external/local_xla/xla/tsl/cuda/cudart_stub.cc:32] No cuda
+E0000 00:00:1796600885.245853   26997 cuda_platform.cc:52] failed call to cuInit
+/site-packages/keras/x.py:3: UserWarning: a Python warning is kept
+F0000 00:00:1796600885.245853   26997 x.cc:1] a fatal error always shows
+"""
+
+
+@pytest.mark.parametrize(
+    "level, kept",
+    [
+        (0, ["WARNING: All log", "oneDNN", "To enable", "No cuda", "cuInit"]),
+        (1, ["No cuda", "cuInit"]),
+        (2, ["cuInit"]),
+        (3, []),
+    ],
+)
+def test_start_up_log_is_filtered_by_level(level, kept):
+    shown = _startup_log.filter_log(_START_UP, level)
+    always = ["UserWarning: a Python warning is kept", "a fatal error always shows"]
+    for text in kept + always:
+        assert text in shown, (level, text)
+    hidden = {"oneDNN", "To enable", "No cuda", "cuInit"} - set(kept)
+    if level >= 1:
+        hidden.add("WARNING: All log")
+    for text in hidden:
+        assert text not in shown, (level, text)
+
+
+@pytest.mark.parametrize(
+    "argv, environ, level",
+    [
+        ([], {}, _startup_log.DEFAULT_LEVEL),
+        ([], {"TF_CPP_MIN_LOG_LEVEL": "1"}, 1),
+        (["export", "--verbose"], {"TF_CPP_MIN_LOG_LEVEL": "3"}, 0),
+    ],
+)
+def test_start_up_log_level_is_the_users(argv, environ, level):
+    assert _startup_log.min_log_level(argv, environ) == level
+
+
+@pytest.mark.parametrize(
+    "argv, orig_argv, ours",
+    [
+        (["-m", "export"], ["python", "-m", "keras_lstm_gates", "export"], True),
+        (["-m"], ["python", "-X", "dev", "-m", "keras_lstm_gates.x"], True),
+        (["-m", "x"], ["python", "-m", "other_package", "x"], False),
+        ([os.path.join(REPO_ROOT, "examples", "sentiment.py")], [], True),
+        ([os.path.join(REPO_ROOT, "my_script.py")], [], False),
+        (["-c"], ["python", "-c", "import keras_lstm_gates"], False),
+        ([""], ["python"], False),
+    ],
+)
+def test_only_our_command_lines_are_kept_quiet(argv, orig_argv, ours):
+    assert _startup_log.is_command_line(argv, orig_argv) == ours
 
 
 @pytest.mark.parametrize(
