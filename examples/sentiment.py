@@ -24,6 +24,9 @@ import numpy as np
 import text_pipeline
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+# The archive's sha256, as TensorFlow Datasets' checksums
+# (url_checksums/imdb_reviews.txt) and others publish it.
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 CLASSES = ["negative", "positive"]
 
 
@@ -47,9 +50,11 @@ def parse_args(argv):
 # hold out a stratified tenth of its training split for validation.
 
 
-def load_imdb(cache_dir=None, origin=IMDB_URL):
+def load_imdb(cache_dir=None, origin=IMDB_URL, file_hash=IMDB_SHA256):
     """Downloads (once) and reads IMDB: `{split: (texts, labels)}`."""
-    folder = common.download("aclImdb_v1.tar.gz", origin, cache_dir, extract=True)
+    folder = common.download(
+        "aclImdb_v1.tar.gz", origin, cache_dir, extract=True, file_hash=file_hash
+    )
     root = Path(folder) / "aclImdb"
     splits = {}
     for split in ("train", "test"):

@@ -22,10 +22,18 @@ import common
 import pandas as pd
 import text_pipeline
 
+# Zhang et al.'s CSVs as torchtext and Hugging Face's `ag_news` download them,
+# pinned to a commit of that repository so that they cannot change under us.
 AG_NEWS_URL = (
-    "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/"
-    "ag_news_csv/{split}.csv"
+    "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/"
+    "555590db4219b1243abb1918effd6a7425a2d75f/data/ag_news_csv/{split}.csv"
 )
+# Their sha256, from the download checksums of Hugging Face's `ag_news`
+# (datasets/ag_news/dataset_infos.json); torchtext's AG_NEWS gives their md5.
+AG_NEWS_SHA256 = {
+    "train": "76a0a2d2f92b286371fe4d4044640910a04a803fdd2538e0f3f29a5c6f6b672e",
+    "test": "521465c2428ed7f02f8d6db6ffdd4b5447c1c701962353eb2c40d548c3c85699",
+}
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 
 
@@ -50,12 +58,20 @@ def parse_args(argv):
 # of its training split for validation.
 
 
-def load_ag_news(cache_dir=None, origin=AG_NEWS_URL):
-    """Downloads (once) and reads AG News: `{train, test: (texts, labels)}`."""
+def load_ag_news(cache_dir=None, origin=AG_NEWS_URL, file_hashes=AG_NEWS_SHA256):
+    """Downloads (once) and reads AG News: `{train, test: (texts, labels)}`.
+
+    `file_hashes` maps each split to its CSV's sha256 (`None`: unverified).
+    """
     splits = {}
     for split in ("train", "test"):
         fname = f"ag_news_{split}.csv"
-        path = common.download(fname, origin.format(split=split), cache_dir)
+        path = common.download(
+            fname,
+            origin.format(split=split),
+            cache_dir,
+            file_hash=None if file_hashes is None else file_hashes[split],
+        )
         frame = pd.read_csv(
             path, header=None, names=["class", "title", "description"], dtype=str
         )

@@ -5,12 +5,16 @@ then runs end to end once in `--quick` mode, in this process: the text
 examples on the real CSVs of `../shared/data`, the temperature example on its
 embedded data. The download paths run `keras.utils.get_file` on small
 archives built here in the canonical layouts, served from `file://` URLs or a
-pre-filled cache.
+pre-filled cache, each verified against its own sha256.
 """
 
+import hashlib
+import inspect
 import io
 import json
 import os
+import platform
+import re
 import socket
 import subprocess
 import sys
@@ -101,6 +105,33 @@ def csv_args(path, tmp_path, *more):
 def test_temperature_missing_file_is_one_line_error(tmp_path, capsys):
     error = run_bad(temperature.main, csv_args(tmp_path / "nope.csv", tmp_path), capsys)
     assert "no such file" in error and "nope.csv" in error
+
+
+def onednn_logs_here():
+    """Whether TensorFlow's start-up log says "oneDNN custom operations" on
+    this machine (x86-64 Linux, unless turned off)."""
+    on = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+    return on and (platform.system(), platform.machine()) == ("Linux", "x86_64")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_bad_input_in_a_fresh_process_is_only_its_error(tmp_path, verbose):
+    # As a user runs it: TensorFlow's C++ start-up log (oneDNN, CUDA), which
+    # TF_CPP_MIN_LOG_LEVEL no longer silences, shows only with --verbose.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    command = [sys.executable, str(REPO / "examples" / "temperature.py")]
+    command += csv_args(tmp_path / "missing.csv", tmp_path)
+    command += ["--verbose"] if verbose else []
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=180
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("temperature.py: error: --csv: no such file")
+    if not verbose:
+        assert len(lines) == 1, result.stderr
+    elif onednn_logs_here():
+        assert "oneDNN custom operations" in result.stderr
 
 
 def test_temperature_missing_column_is_one_line_error(weather_csv, tmp_path, capsys):
@@ -541,6 +572,11 @@ def test_per_class_report_matches_direct_counts():
 # The download paths, on tiny archives in the canonical layouts.
 
 
+def sha256(path):
+    """The file's sha256: what a loader is told is the published one."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def make_imdb_tarball(path):
     reviews = {
         ("train", "pos"): ["A wonderful film.", "Loved it <br />so much."],
@@ -563,6 +599,7 @@ def test_imdb_downloads_and_reads_the_canonical_tarball(tmp_path):
     splits = sentiment.load_imdb(
         cache_dir=tmp_path / "cache",
         origin=(tmp_path / "aclImdb_v1.tar.gz").as_uri(),
+        file_hash=sha256(tmp_path / "aclImdb_v1.tar.gz"),
     )
     for split in ("train", "test"):
         texts, labels = splits[split]
@@ -572,10 +609,13 @@ def test_imdb_downloads_and_reads_the_canonical_tarball(tmp_path):
             assert text in reviews[(split, ("neg", "pos")[label])]
 
 
-def test_sentiment_default_data_comes_from_a_prefilled_cache(tmp_path):
+def test_sentiment_default_data_comes_from_a_prefilled_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache" / "datasets"
     cache.mkdir(parents=True)
     make_imdb_tarball(cache / "aclImdb_v1.tar.gz")
+    # A cached archive with the published hash is not downloaded again.
+    published = (None, sentiment.IMDB_URL, sha256(cache / "aclImdb_v1.tar.gz"))
+    monkeypatch.setattr(sentiment.load_imdb, "__defaults__", published)
     args = SimpleNamespace(
         csv=None,
         cache_dir=tmp_path / "cache",
@@ -597,7 +637,8 @@ def test_ag_news_downloads_and_reads_the_canonical_csvs(tmp_path):
     for split, items in rows.items():
         pd.DataFrame(items).to_csv(tmp_path / f"{split}.csv", header=False, index=False)
     origin = (tmp_path / "train.csv").as_uri().replace("train.csv", "{split}.csv")
-    splits = text_classification.load_ag_news(tmp_path / "cache", origin=origin)
+    hashes = {split: sha256(tmp_path / f"{split}.csv") for split in rows}
+    splits = text_classification.load_ag_news(tmp_path / "cache", origin, hashes)
     for split, items in rows.items():
         texts, labels = splits[split]
         assert texts.tolist() == [f"{title}. {body}" for _, title, body in items]
@@ -635,7 +676,8 @@ def test_cache_dir_is_created_and_used(tmp_path):
     # does not exist yet, where an earlier run may have left other files.
     make_imdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
     cache = tmp_path / "new" / "cache"
-    sentiment.load_imdb(cache, origin=(tmp_path / "aclImdb_v1.tar.gz").as_uri())
+    origin = (tmp_path / "aclImdb_v1.tar.gz").as_uri()
+    sentiment.load_imdb(cache, origin, sha256(tmp_path / "aclImdb_v1.tar.gz"))
     assert (cache / "datasets" / "aclImdb_v1.tar.gz").is_file()
 
 
@@ -643,10 +685,11 @@ def test_archive_is_extracted_once(tmp_path):
     # keras.utils.get_file extracts again at every call (IMDB: 100,000 files).
     make_imdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
     origin = (tmp_path / "aclImdb_v1.tar.gz").as_uri()
-    first = sentiment.load_imdb(tmp_path / "cache", origin=origin)
+    published = sha256(tmp_path / "aclImdb_v1.tar.gz")
+    first = sentiment.load_imdb(tmp_path / "cache", origin, published)
     review = next((tmp_path / "cache" / "datasets").glob("*_extracted/aclImdb/*/*/*"))
     review.write_text("Edited after the extraction.")
-    second = sentiment.load_imdb(tmp_path / "cache", origin=origin)
+    second = sentiment.load_imdb(tmp_path / "cache", origin, published)
     assert "Edited after the extraction." in second[review.parts[-3]][0]
     assert "Edited after the extraction." not in first[review.parts[-3]][0]
 
@@ -655,7 +698,9 @@ def test_deleted_archive_is_downloaded_and_extracted_again(tmp_path):
     # What the "damaged" error asks: delete the archive and run again.
     make_imdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
     origin = (tmp_path / "aclImdb_v1.tar.gz").as_uri()
-    sentiment.load_imdb(tmp_path / "cache", origin=origin)
+    sentiment.load_imdb(
+        tmp_path / "cache", origin, sha256(tmp_path / "aclImdb_v1.tar.gz")
+    )
     (tmp_path / "cache" / "datasets" / "aclImdb_v1.tar.gz").unlink()
     with tarfile.open(tmp_path / "aclImdb_v1.tar.gz", "w:gz") as archive:
         for split in ("train", "test"):
@@ -664,20 +709,25 @@ def test_deleted_archive_is_downloaded_and_extracted_again(tmp_path):
                 info = tarfile.TarInfo(f"aclImdb/{split}/{label}/0_7.txt")
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
-    texts, _ = sentiment.load_imdb(tmp_path / "cache", origin=origin)["test"]
+    published = sha256(tmp_path / "aclImdb_v1.tar.gz")
+    texts, _ = sentiment.load_imdb(tmp_path / "cache", origin, published)["test"]
     assert "A new test pos review." in texts
 
 
 def test_failed_download_is_one_line_error(tmp_path, capsys, monkeypatch):
     missing = (tmp_path / "nowhere" / "aclImdb_v1.tar.gz").as_uri()
-    monkeypatch.setattr(sentiment.load_imdb, "__defaults__", (None, missing))
+    defaults = (None, missing, sentiment.IMDB_SHA256)
+    monkeypatch.setattr(sentiment.load_imdb, "__defaults__", defaults)
     argv = ["--cache-dir", str(tmp_path / "c"), "--output-dir", str(tmp_path / "o")]
     error = run_bad(sentiment.main, argv, capsys)
     assert f"could not download aclImdb_v1.tar.gz from {missing}" in error
     assert "pass --csv" in error
 
 
-def test_damaged_cached_archive_says_to_delete_it(tmp_path, capsys):
+def test_damaged_cached_archive_says_to_delete_it(tmp_path, capsys, monkeypatch):
+    # Without a published hash (as Jena's) the cached archive is read as is.
+    unverified = (None, sentiment.IMDB_URL, None)
+    monkeypatch.setattr(sentiment.load_imdb, "__defaults__", unverified)
     cache = tmp_path / "cache" / "datasets"
     cache.mkdir(parents=True)
     make_imdb_tarball(tmp_path / "whole.tar.gz")
@@ -694,10 +744,56 @@ def test_ag_news_cached_page_that_is_not_the_csv(tmp_path):
     cache.mkdir(parents=True)
     for split in ("train", "test"):
         (cache / f"ag_news_{split}.csv").write_text("<html>Not Found</html>\n")
+    # Unverified (a published hash would refuse the page before it is read).
     with pytest.raises(
         ValueError, match=r"damaged .*'<html>Not Found</html>' on line 1"
     ):
-        text_classification.load_ag_news(tmp_path / "cache")
+        text_classification.load_ag_news(tmp_path / "cache", file_hashes=None)
+
+
+def test_download_that_is_not_the_published_archive_is_refused(
+    tmp_path, capsys, monkeypatch
+):
+    # A tampered (or truncated) archive: here, ours in place of IMDB's.
+    make_imdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
+    origin = (tmp_path / "aclImdb_v1.tar.gz").as_uri()
+    defaults = (None, origin, sentiment.IMDB_SHA256)
+    monkeypatch.setattr(sentiment.load_imdb, "__defaults__", defaults)
+    cache = tmp_path / "cache"
+    argv = ["--cache-dir", str(cache), "--output-dir", str(tmp_path / "o")]
+    error = run_bad(sentiment.main, argv, capsys)
+    downloaded = cache / "datasets" / "aclImdb_v1.tar.gz"
+    assert f"the downloaded file {downloaded} is damaged" in error
+    assert f"does not match the provided value of {sentiment.IMDB_SHA256}" in error
+    assert "delete it and run again" in error
+    assert not list((cache / "datasets").glob("*_extracted"))
+
+
+def test_ag_news_csv_that_is_not_the_published_one_is_refused(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.csv").write_text('3,"Stocks up","Markets rally."\n')
+    origin = (tmp_path / "train.csv").as_uri().replace("train.csv", "{split}.csv")
+    with pytest.raises(ValueError, match=r"ag_news_train.csv is damaged .* sha256"):
+        text_classification.load_ag_news(tmp_path / "cache", origin)
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [(sentiment, "IMDB"), (text_classification, "AG_NEWS"), (temperature, "JENA")],
+)
+def test_every_canonical_download_has_a_sha256_or_a_stated_reason(module, name):
+    url, published = getattr(module, f"{name}_URL"), getattr(module, f"{name}_SHA256")
+    assert url.startswith("https://")
+    # A Git host's file is pinned to a commit, never to a branch that moves.
+    if "githubusercontent" in url:
+        assert re.search(r"/[0-9a-f]{40}/", url), url
+    if published is None:
+        source = inspect.getsource(module)
+        above = source[: source.index(f"{name}_SHA256 = None")].rsplit("\n\n", 1)
+        assert "# Not verified: " in above[-1], f"{name}: say why it has no hash"
+        return
+    for value in published.values() if isinstance(published, dict) else [published]:
+        assert re.fullmatch(r"[0-9a-f]{64}", value), value
 
 
 # End to end, in --quick mode.
