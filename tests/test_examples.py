@@ -57,9 +57,10 @@ def run_bad(main, argv, capsys):
     return error
 
 
-def readme_block(containing):
-    """The README's indented code block holding `containing`, dedented."""
-    lines = (REPO / "README.md").read_text().splitlines()
+def docs_block(page, containing):
+    """The indented code block of `page` (under docs/) holding `containing`,
+    dedented."""
+    lines = (REPO / "docs" / page).read_text().splitlines()
     at = next(k for k, line in enumerate(lines) if containing in line)
     start, end = at, at
     while lines[start - 1].startswith("    "):
@@ -865,8 +866,8 @@ def test_sentiment_quick_run_serves_raw_strings(tmp_path):
     assert len(vocabulary) == metrics["vocabulary_size"]
     assert (out / "model.tflite").is_file() and metrics["tflite_max_abs_diff"] < 1e-4
     assert (out / "confusion_matrix.png").is_file()
-    # The README's snippet, as written, in a fresh process.
-    code = readme_block("runs/sentiment/saved_model")
+    # The tutorials page's snippet, as written, in a fresh process.
+    code = docs_block("tutorials.md", "runs/sentiment/saved_model")
     code = code.replace("runs/sentiment/saved_model", str(out / "saved_model"))
     lines = code.splitlines()
     lines[-1] = f"print({lines[-1]}.numpy().tolist())"
