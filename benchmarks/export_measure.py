@@ -1,7 +1,7 @@
 """Measures export sizes, ops, parity and LiteRT latency for two sample models.
 
 Run from the repository root: python benchmarks/export_measure.py
-(The numbers in the README's "Deploy" section come from it.)
+(The numbers in docs/deploy.md's "Measured" section come from it.)
 """
 
 import argparse

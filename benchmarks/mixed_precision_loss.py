@@ -86,7 +86,7 @@ def parse_args(argv=None):
         type=Path,
         default=None,
         help="the PNG of the loss curves (default: docs/mixed_precision_loss.png, "
-        "the README's figure, replaced each run; with --quick, the --out folder)",
+        "docs/performance.md's figure, replaced each run; with --quick, the --out folder)",
     )
     parser.add_argument(
         "--quick",
@@ -99,7 +99,7 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be a positive int, got {getattr(args, name)}")
     if args.quick:
         args.epochs = QUICK_EPOCHS
-    if args.plot is None:  # a smoke run never replaces the README's figure
+    if args.plot is None:  # a smoke run never replaces the docs' figure
         folder = args.out if args.quick else REPO / "docs"
         args.plot = folder / "mixed_precision_loss.png"
     return args

@@ -30,8 +30,8 @@ from keras_lstm_gates.tflite import tflite_ops
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIME, FEATURES, BATCH = 7, 3, 2
 FLOAT_TOLERANCE = 1e-5
-# Quantized parity, relative to max(1, max |Keras output|); see the README's
-# Deploy section for why each bound holds.
+# Quantized parity, relative to max(1, max |Keras output|); see docs/deploy.md,
+# "Tolerances for quantized parity", for why each bound holds.
 QUANTIZED_TOLERANCE = {"float16": 1e-3, "dynamic": 2e-2, "int8": 6e-2}
 
 
@@ -738,7 +738,7 @@ def test_keras_model_export_serves_any_batch_without_xla(tmp_path):
         served = loaded.serve(tf.constant(ids)).numpy()
         np.testing.assert_allclose(served, _keras(model, ids), atol=1e-6)
     # At a fixed batch size the inference loop compiles itself with XLA, as
-    # the README says (`export_saved_model(batch_size=N)` does not).
+    # docs/deploy.md says (`export_saved_model(batch_size=N)` does not).
     fixed = str(tmp_path / "keras_export_fixed")
     signature = [tf.TensorSpec((3, TIME), tf.int32)]
     model.export(fixed, verbose=False, input_signature=signature)
