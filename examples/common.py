@@ -1,15 +1,20 @@
 """Helpers shared by the three examples.
 
-The command line every example takes, the output folder (never overwritten
-without `--overwrite`), early stopping, the plots, `metrics.json`, the
-results table and the exports. Each example script imports this module and
-keeps only what is particular to its task.
+The command line every example takes (or, in a notebook, `KLG_ARGS`), the
+checks of a user's CSV, verified downloads, the output folder (never
+overwritten without `--overwrite`), early stopping, the plots (shown in a
+notebook as well), the gate paragraph, `metrics.json`, the results table and
+the exports. Each example imports this module and keeps what a learner reads:
+its data, its model, its training, evaluation, gates and export.
 """
 
 import argparse
 import json
 import os
+import shlex
+import sys
 import tarfile
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -122,13 +127,18 @@ def build_parser(task, description, *, epochs, batch_size, units):
 
 
 def _help_text(docstring):
-    """The `Title:` and `Description:` of a keras.io-style docstring, as one
-    paragraph."""
-    header = " ".join(docstring.strip().split("\n\n")[0].split())
-    title, _, description = header.partition(" Description: ")
-    if not description:
-        return header
-    return f"{title.removeprefix('Title: ')}. {description}"
+    """The title and description of an example's header, as one paragraph.
+
+    The header is the module docstring, which is also the notebook's first
+    (Markdown) cell: `# Title`, then `**Description:** ...`.
+    """
+    paragraphs = docstring.strip().split("\n\n")
+    title = paragraphs[0].strip().lstrip("#").strip()
+    description = next(
+        (p for p in paragraphs[1:] if p.startswith("**Description:**")), ""
+    )
+    description = " ".join(description.removeprefix("**Description:**").split())
+    return f"{title}. {description}" if description else title
 
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -160,6 +170,23 @@ def positive_int(text):
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
     return value
+
+
+def in_notebook():
+    """Whether this runs in a Jupyter kernel, where plots are shown as well as
+    saved, and the settings come from `command_line`'s variable."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def command_line():
+    """An example's arguments: the command line's, or in a notebook (where
+    `sys.argv` is the kernel's) those of the `KLG_ARGS` environment variable,
+    split as a shell would (`KLG_ARGS="--quick --units 8"`)."""
+    if in_notebook():
+        return shlex.split(os.environ.get("KLG_ARGS", ""))
+    return sys.argv[1:]
 
 
 def exit_with_error(parser, error):
@@ -201,6 +228,123 @@ def read_csv(path, flag="--csv", **kwargs):
             f"{flag} {path} has no rows of data, only the header {list(frame.columns)}"
         )
     return frame
+
+
+def read_time_series(path, time_column, target_column, feature_columns=None):
+    """Reads a series of readings from a CSV, checking every column it needs.
+
+    Args:
+        path: The file given as `--csv`.
+        time_column: `--time-column`: the time stamps.
+        target_column: `--target-column`: the value to forecast.
+        feature_columns: `--feature-columns`: the columns a model reads
+            (default: every numeric one); the target is always among them.
+
+    Returns:
+        `(frame, time_column, target_column, feature_columns)`, the frame
+        sorted in time. Uneven time steps are allowed, with a printed note.
+    """
+    if time_column is None or target_column is None:
+        raise ValueError("--csv needs --time-column and --target-column")
+    frame = read_csv(path)
+    feature_columns = list(feature_columns or [])
+    for column in [time_column, target_column, *feature_columns]:
+        if column not in frame.columns:
+            raise ValueError(
+                f"--csv {path}: no column {column!r}; its columns are "
+                f"{list(frame.columns)}"
+            )
+    _check_numeric(frame, "--target-column", target_column)
+    if feature_columns:
+        for column in feature_columns:
+            _check_numeric(frame, "--feature-columns", column)
+    else:
+        feature_columns = [
+            c
+            for c in frame.columns
+            if c != time_column and pd.api.types.is_numeric_dtype(frame[c])
+        ]
+    if target_column not in feature_columns:
+        feature_columns = [target_column, *feature_columns]
+    if pd.api.types.is_numeric_dtype(frame[time_column]):
+        # pandas would read them as nanoseconds since 1970: all one hour.
+        raise ValueError(
+            f"--time-column {time_column!r} holds numbers, not time stamps such "
+            "as 2001-01-01 01:00; convert them first (Unix seconds: "
+            "pandas.to_datetime(values, unit='s'))"
+        )
+    try:
+        frame[time_column] = pd.to_datetime(frame[time_column])
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"--time-column {time_column!r} does not hold time stamps: "
+            f"{first_line(error)}"
+        ) from None
+    # Row 1 of the file is the header, so the first reading is on row 2.
+    blank = np.flatnonzero(frame[time_column].isna()) + 2
+    if len(blank):
+        raise ValueError(
+            f"--time-column {time_column!r} is blank or not a time stamp on "
+            f"{len(blank)} rows of {path}: rows {', '.join(map(str, blank[:5]))}"
+            f"{', ...' if len(blank) > 5 else ''} (row 1 is the header); fill "
+            "or drop them first"
+        )
+    missing = frame[feature_columns].isna().sum()
+    if missing.any():
+        raise ValueError(
+            f"--csv {path}: missing values in {missing[missing > 0].to_dict()}; "
+            "fill or drop them first"
+        )
+    infinite = (~np.isfinite(frame[feature_columns])).sum()
+    if infinite.any():
+        raise ValueError(
+            f"--csv {path}: infinite values in {infinite[infinite > 0].to_dict()}; "
+            "fix or drop them first"
+        )
+    frame = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
+    times = frame[time_column]
+    repeated = times[times.duplicated()]
+    if len(repeated):
+        raise ValueError(
+            f"--time-column {time_column!r}: {len(repeated)} time stamps of {path} "
+            f"appear more than once (first: {repeated.iloc[0]}); one reading per "
+            "time stamp, please"
+        )
+    _report_gaps(times, time_column)
+    return frame, time_column, target_column, feature_columns
+
+
+def _check_numeric(frame, flag, column):
+    """Raises, naming the first value that is not a number, if `column` is not
+    numeric."""
+    if pd.api.types.is_numeric_dtype(frame[column]):
+        return
+    values = frame[column]
+    bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+    if bad.empty:  # not text (say, time stamps): no single value to name
+        raise ValueError(f"{flag} {column!r} must be numeric, got {values.dtype}")
+    raise ValueError(
+        f"{flag} {column!r} must be numeric, got {bad.iloc[0]!r} on row "
+        f"{bad.index[0] + 2} (row 1 is the header)"
+    )
+
+
+def _report_gaps(times, time_column):
+    """Prints a note if the readings are not evenly spaced: a window across
+    a gap holds readings further apart than the rest."""
+    steps = times.diff().dropna()
+    if steps.empty:
+        return
+    usual = steps.mode().iloc[0]
+    gaps = steps[steps > usual]
+    if len(gaps):
+        print(
+            f"Note: --time-column {time_column!r} is not evenly spaced: "
+            f"{len(gaps)} gap{'s' * (len(gaps) > 1)} longer than the usual "
+            f"{usual} (the longest "
+            f"{gaps.max()}, after {times[gaps.idxmax() - 1]}); windows across a "
+            "gap see readings further apart than the rest"
+        )
 
 
 def download(fname, origin, cache_dir=None, extract=False, file_hash=None):
@@ -487,18 +631,27 @@ def plot_forecast(truth, forecasts, path, ylabel="value", steps=24 * 7):
     _save(figure, path)
 
 
-def plot_gates(trace, path, title, max_units=16):
+def plot_gates(
+    trace, path, title, labels=None, xlabel="time step", tick_every=1, max_units=16
+):
     """Plots the gate activations of one input, one heatmap per gate.
 
     Args:
         trace: The dict from `keras_lstm_gates.trace_gates` for a batch of
             one input.
         path: Where to write the PNG.
-        title: The figure's title.
+        title: The figure's title (wrapped to the figure's width).
+        labels: One label per step for the x-axis, in the input's language
+            (the tokens, the hours); default: the step numbers.
+        xlabel: The x-axis' name.
+        tick_every: Label every this many steps.
         max_units: Plot at most this many units.
     """
     names = ("N", "i", "f", "LTM", "U", "V", "STM")
-    figure, axes = plt.subplots(len(names), 1, figsize=(8, 10), sharex=True)
+    steps = trace["f"].shape[1]
+    labels = [str(k) for k in range(steps)] if labels is None else list(labels)
+    width = min(max(8.0, 0.3 * steps / tick_every + 2), 20.0)
+    figure, axes = plt.subplots(len(names), 1, figsize=(width, 11), sharex=True)
     for axis, name in zip(axes, names):
         values = trace[name][0, :, :max_units].T
         limit = max(float(np.abs(values).max()), 1e-6)
@@ -515,9 +668,75 @@ def plot_gates(trace, path, title, max_units=16):
         axis.set_ylabel(name)
         axis.set_yticks([])
         figure.colorbar(image, ax=axis, pad=0.01)
-    axes[-1].set_xlabel("time step")
-    figure.suptitle(title)
+    ticks = range(0, steps, tick_every)
+    axes[-1].set_xticks(ticks, [labels[k] for k in ticks], rotation=90)
+    axes[-1].set_xlabel(xlabel)
+    figure.suptitle(textwrap.fill(title, int(width * 11)))
     _save(figure, path)
+
+
+def describe_gates(trace, labels, step_name, quote=True):
+    """The gate paragraph: what each gate did on one input, in numbers.
+
+    Each gate is averaged over the units, step by step; the paragraph names
+    the steps where the forget gate let go most, the learn gate's `i` opened
+    most, the long-term memory moved most and the use gate's `V` opened
+    most.
+
+    Args:
+        trace: The dict from `keras_lstm_gates.trace_gates` for a batch of
+            one input, cut to the input's own steps.
+        labels: One name per step (the token, the hour).
+        step_name: What a step is, in the plural (`"tokens"`, `"hours"`).
+        quote: Whether to quote the names (tokens) or not (hours).
+
+    Returns:
+        `(paragraph, numbers)`: the text, and a dict of the numbers it
+        quotes.
+    """
+    forget = trace["f"][0].mean(axis=-1)
+    learn = trace["i"][0].mean(axis=-1)
+    use = trace["V"][0].mean(axis=-1)
+    ltm = trace["LTM"][0]
+    # The long-term memory starts at zero (a layer that is not stateful).
+    moved = np.abs(np.diff(ltm, axis=0, prepend=np.zeros_like(ltm[:1])))
+    moved = moved.mean(axis=-1)
+
+    numbers = {
+        "steps": len(forget),
+        "units": ltm.shape[-1],
+        "forget_mean": float(forget.mean()),
+        "use_mean": float(use.mean()),
+    }
+    for name, values, pick in (
+        ("forget_min", forget, np.argmin),
+        ("learn_max", learn, np.argmax),
+        ("remember_max", moved, np.argmax),
+        ("use_max", use, np.argmax),
+    ):
+        step = int(pick(values))
+        numbers[name] = float(values[step])
+        numbers[f"{name}_step"] = step
+        numbers[f"{name}_at"] = repr(labels[step]) if quote else labels[step]
+    paragraph = "\n".join(
+        [
+            f"What the gates did on this input (each averaged over its "
+            f"{numbers['units']} units):",
+            f"  Forget:   f kept {numbers['forget_mean']:.2f} of the long-term "
+            f"memory per step on average over the {numbers['steps']} "
+            f"{step_name}; it let go most at {numbers['forget_min_at']} "
+            f"(f = {numbers['forget_min']:.2f}).",
+            f"  Learn:    i opened most at {numbers['learn_max_at']} "
+            f"(i = {numbers['learn_max']:.2f}): what was learned there counted most.",
+            f"  Remember: the long-term memory moved most at "
+            f"{numbers['remember_max_at']} (mean |change| "
+            f"{numbers['remember_max']:.3f}).",
+            f"  Use:      V was {numbers['use_mean']:.2f} on average, most open at "
+            f"{numbers['use_max_at']} (V = {numbers['use_max']:.2f}), where the "
+            "most of the long-term memory reached the output.",
+        ]
+    )
+    return paragraph, numbers
 
 
 def plot_confusion_matrix(matrix, classes, path):
@@ -545,6 +764,12 @@ def plot_confusion_matrix(matrix, classes, path):
 
 
 def _save(figure, path):
+    """Writes the figure; in a notebook, also shows it below the cell."""
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
+    if in_notebook():
+        from IPython.display import Image
+        from IPython.display import display
+
+        display(Image(filename=os.fspath(path)))

@@ -1,28 +1,43 @@
+# %% [markdown]
 """
-Title: Forecast the temperature with a four-gate LSTM
-Description: Predict the temperature an hour ahead from the past two days of
-weather readings, and beat the persistence and linear baselines honestly.
+# Forecast the temperature with a four-gate LSTM
 
-Run it (the default data ship with the package, so this works offline):
+**Description:** Predict the temperature an hour ahead from the past two days of
+weather readings, beat the persistence and linear baselines honestly, see what
+the four gates did on one window of real weather, and export the model for a phone.
+
+**Install** the package with the examples' extra, from a clone of the repository:
+
+    pip install -e ".[examples]"
+
+**Run it** as a script from the repository root (the default data ship with the
+package, so this works offline; `--help` lists every flag):
 
     python examples/temperature.py
     python examples/temperature.py --horizon 3 --compare-keras-lstm
     python examples/temperature.py --data jena          # downloads 13 MB once
-    python examples/temperature.py --csv my.csv --time-column time \\
-        --target-column temp [--feature-columns temp humidity ...]
+    python examples/temperature.py --csv my.csv --time-column time --target-column temp
+
+or as the notebook `examples/temperature.ipynb`, the same code paired by jupytext
+(its settings are in the last section, "Run it").
 
 On several devices or machines, add `--distribute mirrored` or
 `--distribute multiworker` (each machine runs the same command with its own
 `TF_CONFIG`; the chief writes the outputs).
 """
 
+# %% [markdown]
 # ## Setup
+#
+# `common.py` and `distributed.py`, beside this file, hold the plumbing the three
+# tutorials share: the command line, the checks of a user's CSV, downloads, the
+# output folder, the plots and the exports.
 
-import os
-import sys
+# %%
 from pathlib import Path
 
 import common
+import distributed
 import keras
 import numpy as np
 import pandas as pd
@@ -46,58 +61,22 @@ QUICK_ROWS = 1000
 # last 15 % tests.
 SPLITS = (0.70, 0.15, 0.15)
 
-
-def parse_args(argv):
-    parser = common.build_parser(
-        "temperature",
-        __doc__,
-        epochs=60,
-        batch_size=64,
-        units=64,
-    )
-    parser.add_argument(
-        "--data",
-        choices=("greensboro", "jena"),
-        default=None,
-        help="the dataset, without --csv (default: greensboro, shipped offline)",
-    )
-    parser.add_argument("--time-column", help="with --csv: the time stamps")
-    parser.add_argument("--target-column", help="with --csv: the value to forecast")
-    parser.add_argument(
-        "--feature-columns",
-        nargs="+",
-        help="with --csv: the columns the model reads (default: every numeric one)",
-    )
-    parser.add_argument(
-        "--window", type=common.positive_int, default=48, help="past readings read"
-    )
-    parser.add_argument(
-        "--horizon", type=common.positive_int, default=1, help="readings ahead"
-    )
-    parser.add_argument(
-        "--distribute",
-        choices=("none", "mirrored", "multiworker"),
-        default="none",
-        help="tf.distribute strategy: one device, the devices of this machine "
-        "(MirroredStrategy), or several machines (MultiWorkerMirroredStrategy, "
-        "configured by TF_CONFIG)",
-    )
-    return parser, parser.parse_args(argv)
-
-
+# %% [markdown]
 # ## Load the data
 #
 # A table of readings in time order: a time column, the target column and the
-# feature columns the model reads (the target among them).
+# feature columns the model reads (the target among them). By default, one year
+# of hourly observations at Greensboro airport, NC, shipped with the package.
 
 
+# %%
 def load_dataset(args):
     """Returns `(frame, time_column, target_column, feature_columns)`."""
     if args.csv is not None:
         ignored = common.given_flags(args, "--data", "--cache-dir")
         if ignored:
             raise ValueError(f"{', '.join(ignored)} do not apply with --csv")
-        return load_csv(
+        return common.read_time_series(
             args.csv, args.time_column, args.target_column, args.feature_columns
         )
     given = common.given_flags(
@@ -141,119 +120,17 @@ def load_jena(cache_dir=None, origin=JENA_URL, file_hash=JENA_SHA256):
     return frame, "Date Time", "T (degC)", features
 
 
-def load_csv(path, time_column, target_column, feature_columns=None):
-    """Reads the user's series, checking every column it needs."""
-    if time_column is None or target_column is None:
-        raise ValueError("--csv needs --time-column and --target-column")
-    frame = common.read_csv(path)
-    feature_columns = list(feature_columns or [])
-    for column in [time_column, target_column, *feature_columns]:
-        if column not in frame.columns:
-            raise ValueError(
-                f"--csv {path}: no column {column!r}; its columns are "
-                f"{list(frame.columns)}"
-            )
-    _check_numeric(frame, "--target-column", target_column)
-    if feature_columns:
-        for column in feature_columns:
-            _check_numeric(frame, "--feature-columns", column)
-    else:
-        feature_columns = [
-            c
-            for c in frame.columns
-            if c != time_column and pd.api.types.is_numeric_dtype(frame[c])
-        ]
-    if target_column not in feature_columns:
-        feature_columns = [target_column, *feature_columns]
-    if pd.api.types.is_numeric_dtype(frame[time_column]):
-        # pandas would read them as nanoseconds since 1970: all one hour.
-        raise ValueError(
-            f"--time-column {time_column!r} holds numbers, not time stamps such "
-            "as 2001-01-01 01:00; convert them first (Unix seconds: "
-            "pandas.to_datetime(values, unit='s'))"
-        )
-    try:
-        frame[time_column] = pd.to_datetime(frame[time_column])
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"--time-column {time_column!r} does not hold time stamps: "
-            f"{common.first_line(error)}"
-        ) from None
-    # Row 1 of the file is the header, so the first reading is on row 2.
-    blank = np.flatnonzero(frame[time_column].isna()) + 2
-    if len(blank):
-        raise ValueError(
-            f"--time-column {time_column!r} is blank or not a time stamp on "
-            f"{len(blank)} rows of {path}: rows {', '.join(map(str, blank[:5]))}"
-            f"{', ...' if len(blank) > 5 else ''} (row 1 is the header); fill "
-            "or drop them first"
-        )
-    missing = frame[feature_columns].isna().sum()
-    if missing.any():
-        raise ValueError(
-            f"--csv {path}: missing values in {missing[missing > 0].to_dict()}; "
-            "fill or drop them first"
-        )
-    infinite = (~np.isfinite(frame[feature_columns])).sum()
-    if infinite.any():
-        raise ValueError(
-            f"--csv {path}: infinite values in {infinite[infinite > 0].to_dict()}; "
-            "fix or drop them first"
-        )
-    frame = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
-    times = frame[time_column]
-    repeated = times[times.duplicated()]
-    if len(repeated):
-        raise ValueError(
-            f"--time-column {time_column!r}: {len(repeated)} time stamps of {path} "
-            f"appear more than once (first: {repeated.iloc[0]}); one reading per "
-            "time stamp, please"
-        )
-    _report_gaps(times, time_column)
-    return frame, time_column, target_column, feature_columns
-
-
-def _check_numeric(frame, flag, column):
-    """Raises, naming the first value that is not a number, if `column` is not
-    numeric."""
-    if pd.api.types.is_numeric_dtype(frame[column]):
-        return
-    values = frame[column]
-    bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
-    if bad.empty:  # not text (say, time stamps): no single value to name
-        raise ValueError(f"{flag} {column!r} must be numeric, got {values.dtype}")
-    raise ValueError(
-        f"{flag} {column!r} must be numeric, got {bad.iloc[0]!r} on row "
-        f"{bad.index[0] + 2} (row 1 is the header)"
-    )
-
-
-def _report_gaps(times, time_column):
-    """Prints a note if the readings are not evenly spaced: a window across
-    a gap holds readings further apart than the rest."""
-    steps = times.diff().dropna()
-    if steps.empty:
-        return
-    usual = steps.mode().iloc[0]
-    gaps = steps[steps > usual]
-    if len(gaps):
-        print(
-            f"Note: --time-column {time_column!r} is not evenly spaced: "
-            f"{len(gaps)} gap{'s' * (len(gaps) > 1)} longer than the usual "
-            f"{usual} (the longest "
-            f"{gaps.max()}, after {times[gaps.idxmax() - 1]}); windows across a "
-            "gap see readings further apart than the rest"
-        )
-
-
+# %% [markdown]
 # ## Prepare the windows
 #
 # The model reads the features plus the hour of the day (as a point on a
 # circle). The series is split in time before anything is fitted, so the test
 # part lies entirely after the training part; the scaling is fitted on the
-# training part only (inside the model, by its `Normalization` layer).
+# training part only (and applied inside the model, by its `Normalization`
+# layer).
 
 
+# %%
 def add_hour_of_day(frame, time_column, feature_columns):
     """Adds the hour of the day as sine and cosine columns."""
     hours = frame[time_column].dt.hour + frame[time_column].dt.minute / 60
@@ -291,24 +168,20 @@ def make_windows(part, feature_columns, target_column, window, horizon):
     return inputs, target[starts + window + horizon - 1], target[starts + window - 1]
 
 
-# ## The baselines
-#
-# Persistence forecasts the last observed value. The linear model is least
-# squares on the same window the network reads, fitted on the training part.
+def scaling_stats(train_part, feature_columns, train):
+    """The training part's `(mean, variance, change_mean, change_std)`: the
+    features' scaling going in, the predicted change's coming out."""
+    features = train_part[feature_columns].to_numpy("float32")
+    change = train[1] - train[2]
+    return (
+        features.mean(axis=0),
+        features.var(axis=0) + 1e-6,
+        float(change.mean()),
+        float(change.std()),
+    )
 
 
-def linear_forecast(train_inputs, train_targets, test_inputs):
-    mean = train_inputs.mean(axis=0)
-    std = train_inputs.std(axis=0) + 1e-6
-
-    def design(inputs):
-        flat = ((inputs - mean) / std).reshape(len(inputs), -1)
-        return np.hstack([flat, np.ones((len(inputs), 1), "float32")])
-
-    weights, *_ = np.linalg.lstsq(design(train_inputs), train_targets, rcond=None)
-    return design(test_inputs) @ weights
-
-
+# %% [markdown]
 # ## Build the model
 #
 # The model predicts the *change* of the target from the last reading to
@@ -321,6 +194,7 @@ def linear_forecast(train_inputs, train_targets, test_inputs):
 # So the exported model is used on a phone with no preprocessing code.
 
 
+# %%
 def build_model(input_shape, stats, units, recurrent="four_gate", learning_rate=3e-3):
     mean, variance, target_mean, target_std = stats
     # A fixed name: the TFLite `step` signature names its states after it.
@@ -345,145 +219,16 @@ def build_model(input_shape, stats, units, recurrent="four_gate", learning_rate=
     return model
 
 
-def distribution_strategy(name):
-    """The `tf.distribute` strategy of `--distribute`."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError(
-                "--distribute multiworker needs the TF_CONFIG environment "
-                "variable (the cluster and this worker's task); see the README"
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+# %% [markdown]
+# ## Train
+#
+# `model.fit` on the change, with early stopping on the validation part (the
+# best epoch's weights restored). Under `--distribute`, the model is built and
+# trained under a `tf.distribute` strategy, then copied out of it, so that what
+# is evaluated and exported is the same whichever strategy trained it.
 
 
-def worker_index(strategy):
-    """This worker's index in a multi-worker cluster; 0 for the chief."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return 0
-    if resolver.task_type == "chief":
-        return 0
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_id + int(has_chief)
-
-
-# ## Train, evaluate and export
-
-
-def main(argv=None):
-    parser, args = parse_args(argv)
-    common.quick_settings(args)
-    try:
-        strategy = distribution_strategy(args.distribute)
-        worker = worker_index(strategy)
-        frame, time_column, target_column, feature_columns = load_dataset(args)
-        if args.quick:
-            frame = frame.iloc[:QUICK_ROWS]
-        frame, feature_columns = add_hour_of_day(frame, time_column, feature_columns)
-        parts = split_in_time(frame, args.window, args.horizon)
-        output_dir = args.output_dir
-        if worker:
-            output_dir = output_dir.with_name(f"{output_dir.name}-worker{worker}")
-        output_dir = common.prepare_output_dir(output_dir, args.overwrite)
-        before = common.snapshot(output_dir)
-    except common.INPUT_ERRORS as error:
-        common.exit_with_error(parser, error)
-    keras.utils.set_random_seed(args.seed)
-
-    train, val, test = (
-        make_windows(p, feature_columns, target_column, args.window, args.horizon)
-        for p in parts
-    )
-    train_features = parts[0][feature_columns].to_numpy("float32")
-    change = train[1] - train[2]
-    stats = (
-        train_features.mean(axis=0),
-        train_features.var(axis=0) + 1e-6,
-        float(change.mean()),
-        float(change.std()),
-    )
-    print(
-        f"{target_column} {args.horizon} step(s) ahead from {args.window}: "
-        f"{len(train[0])} training, {len(val[0])} validation, "
-        f"{len(test[0])} test windows of {len(feature_columns)} features"
-    )
-
-    # Our model first: train, evaluate on the test part, save and export.
-    histories, predictions = {}, {}
-    model, histories["four_gate"] = train_model(
-        "four_gate", strategy, train, val, stats, args
-    )
-    predictions["four_gate"] = forecast(model, test)
-    model.save(output_dir / "model.keras")
-    exports = {}
-    if worker == 0:
-        exports = common.export_model(model, output_dir, streaming=True)
-    # The same-size keras.layers.LSTM on the same split, when asked.
-    if args.compare_keras_lstm:
-        keras_model, histories["keras_lstm"] = train_model(
-            "keras_lstm", strategy, train, val, stats, args
-        )
-        predictions["keras_lstm"] = forecast(keras_model, test)
-
-    truth = test[1]
-    baselines = {
-        "persistence": test[2],
-        "linear": linear_forecast(train[0], train[1], test[0]),
-    }
-    mae = {name: float(np.mean(np.abs(p - truth))) for name, p in predictions.items()}
-    rmse = {
-        name: float(np.sqrt(np.mean((p - truth) ** 2)))
-        for name, p in predictions.items()
-    }
-    metrics = {
-        "test_mae": mae["four_gate"],
-        "test_rmse": rmse["four_gate"],
-        "persistence_mae": float(np.mean(np.abs(baselines["persistence"] - truth))),
-        "linear_mae": float(np.mean(np.abs(baselines["linear"] - truth))),
-    }
-    if args.compare_keras_lstm:
-        metrics["keras_lstm_test_mae"] = mae["keras_lstm"]
-        metrics["keras_lstm_test_rmse"] = rmse["keras_lstm"]
-    metrics.update(
-        target_column=target_column,
-        feature_columns=feature_columns,
-        window=args.window,
-        horizon=args.horizon,
-        units=args.units,
-        num_train=len(train[0]),
-        num_val=len(val[0]),
-        num_test=len(test[0]),
-        epochs_trained=len(histories["four_gate"].history["loss"]),
-        distribute=args.distribute,
-        model_output=f"the change of {target_column} from the last reading "
-        f"to {args.horizon} step(s) later",
-        **exports,
-    )
-    if worker == 0:
-        forecasts = {"FourGateLSTM": predictions["four_gate"], **baselines}
-        save_plots(args, output_dir, model, histories, test, forecasts, target_column)
-    common.write_metrics(metrics, output_dir)
-    common.print_table(
-        f"Test MAE of {target_column} {args.horizon} step(s) ahead "
-        f"({len(truth)} windows)",
-        [
-            ("persistence", metrics["persistence_mae"]),
-            ("linear", metrics["linear_mae"]),
-            ("FourGateLSTM", metrics["test_mae"]),
-        ]
-        + (
-            [("keras.layers.LSTM", metrics["keras_lstm_test_mae"])]
-            if args.compare_keras_lstm
-            else []
-        ),
-    )
-    common.report_written(output_dir, before)
-    return metrics
-
-
+# %%
 def train_model(kind, strategy, train, val, stats, args):
     """Trains one model under `strategy`; returns a copy outside it.
 
@@ -497,7 +242,7 @@ def train_model(kind, strategy, train, val, stats, args):
     # The targets: the change from the last reading.
     train, val = ((x, y - last) for x, y, last in (train, val))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        history = fit_across_workers(model, strategy, train, val, args)
+        history = distributed.fit_across_workers(model, strategy, train, val, args)
     else:
         history = common.train(model, train, val, args, kind)
     copy = build_model(train[0].shape[1:], stats, args.units, kind)
@@ -516,85 +261,272 @@ def forecast(model, windows):
     return last_values + model.predict(inputs, verbose=0)[:, 0]
 
 
-def fit_across_workers(model, strategy, train, val, args):
-    """`model.fit` with early stopping, for `MultiWorkerMirroredStrategy`.
+# %% [markdown]
+# ## Evaluate against the baselines
+#
+# Persistence forecasts the last observed value. The linear model is least
+# squares on the same window the network reads, fitted on the training part.
+# A network that does not beat both has learned nothing worth its cost.
 
-    Keras 3's `fit` fails under this strategy (keras-team/keras#20585: it
-    all-reduces values along an axis they lack), so the workers run this
-    short loop instead: each takes its shard of every global batch, the
-    gradients are summed across workers by the optimizer, and the losses are
-    summed across workers, so every worker sees the same numbers, takes the
-    same early-stopping decision and ends with the same weights.
+
+# %%
+def linear_forecast(train_inputs, train_targets, test_inputs):
+    mean = train_inputs.mean(axis=0)
+    std = train_inputs.std(axis=0) + 1e-6
+
+    def design(inputs):
+        flat = ((inputs - mean) / std).reshape(len(inputs), -1)
+        return np.hstack([flat, np.ones((len(inputs), 1), "float32")])
+
+    weights, *_ = np.linalg.lstsq(design(train_inputs), train_targets, rcond=None)
+    return design(test_inputs) @ weights
+
+
+def evaluate(models, train, test):
+    """Each forecaster's test forecasts, and `metrics.json`'s errors."""
+    forecasts = {
+        "persistence": test[2],
+        "linear": linear_forecast(train[0], train[1], test[0]),
+    }
+    for kind, model in models.items():
+        forecasts[common.MODEL_NAMES[kind]] = forecast(model, test)
+    mae = {name: float(np.mean(np.abs(p - test[1]))) for name, p in forecasts.items()}
+    rmse = {
+        name: float(np.sqrt(np.mean((p - test[1]) ** 2)))
+        for name, p in forecasts.items()
+    }
+    metrics = {
+        "test_mae": mae["FourGateLSTM"],
+        "test_rmse": rmse["FourGateLSTM"],
+        "persistence_mae": mae["persistence"],
+        "linear_mae": mae["linear"],
+    }
+    if "keras_lstm" in models:
+        metrics["keras_lstm_test_mae"] = mae["keras.layers.LSTM"]
+        metrics["keras_lstm_test_rmse"] = rmse["keras.layers.LSTM"]
+    return forecasts, metrics
+
+
+# %% [markdown]
+# ## What the gates did on one window
+#
+# `trace_gates` runs the trained layer on the first test window and returns every
+# gate's activation at every hour. The paragraph below the table is computed on
+# that window: how much the forget gate kept, the hour where the learn gate's `i`
+# opened most, where the long-term memory moved most, and how open the use gate
+# was. The plot's x-axis is the window's hours.
+
+
+# %%
+def explain_gates(model, window, times, predicted, truth, target_column, path):
+    """Traces, describes and plots the gates on one window of readings.
+
+    Args:
+        model: The trained forecaster.
+        window: One input window, `(1, window, features)`, in raw units.
+        times: The time stamps of the window's readings, then of the target.
+        predicted: The model's forecast on it.
+        truth: The reading it forecast.
+        target_column: The target's name.
+        path: Where to write the plot.
 
     Returns:
-        A `keras.callbacks.History` with `loss` and `val_loss` per epoch.
+        The numbers the printed paragraph quotes.
     """
-
-    def distribute(data, shuffle):
-        dataset = tf.data.Dataset.from_tensor_slices(data)
-        if shuffle:
-            dataset = dataset.shuffle(len(data[0]), seed=args.seed)
-        return strategy.experimental_distribute_dataset(dataset.batch(args.batch_size))
-
-    def squared_error_sum(inputs, targets, training):
-        predictions = model(inputs, training=training)[:, 0]
-        return tf.reduce_sum(tf.square(predictions - targets))
-
-    def train_replica(inputs, targets):
-        with tf.GradientTape() as tape:
-            total = squared_error_sum(inputs, targets, training=True)
-            loss = total / args.batch_size
-        gradients = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return total
-
-    @tf.function
-    def train_step(batch):
-        totals = strategy.run(train_replica, args=batch)
-        return strategy.reduce("SUM", totals, axis=None)
-
-    @tf.function
-    def validation_step(batch):
-        totals = strategy.run(squared_error_sum, args=(*batch, False))
-        return strategy.reduce("SUM", totals, axis=None)
-
-    with strategy.scope():
-        model.optimizer.build(model.trainable_variables)
-    history = keras.callbacks.History()
-    history.history = {"loss": [], "val_loss": []}
-    best_loss, best_weights, waited = np.inf, model.get_weights(), 0
-    for epoch in range(args.epochs):
-        loss = sum(float(train_step(b)) for b in distribute(train, True))
-        val_loss = sum(float(validation_step(b)) for b in distribute(val, False))
-        history.history["loss"].append(loss / len(train[0]))
-        history.history["val_loss"].append(val_loss / len(val[0]))
-        print(
-            f"Epoch {epoch + 1}/{args.epochs} - loss: {loss / len(train[0]):.4f}"
-            f" - val_loss: {val_loss / len(val[0]):.4f}"
-        )
-        if val_loss < best_loss:
-            best_loss, best_weights, waited = val_loss, model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= args.patience:
-                break
-    model.set_weights(best_weights)
-    return history
-
-
-def save_plots(args, output_dir, model, histories, test, forecasts, target_column):
-    common.plot_history(histories, output_dir / "training_curves.png")
-    common.plot_forecast(
-        test[1], forecasts, output_dir / "forecast.png", ylabel=target_column
-    )
-    layer = next(layer for layer in model.layers if isinstance(layer, FourGateLSTM))
-    scaled = model.layers[0](test[0][:1])
+    normalization = model.layers[0]
+    trace = trace_gates(model.get_layer("four_gate_lstm"), normalization(window))
+    hours = [f"{t:%d %b %H:%M}" for t in times[:-1]]
+    paragraph, numbers = common.describe_gates(trace, hours, "readings", quote=False)
+    print(f"\n{paragraph}")
     common.plot_gates(
-        trace_gates(layer, scaled),
-        output_dir / "gates.png",
-        f"Gate activations over the first test window ({args.window} steps)",
+        trace,
+        path,
+        f"Gates over the {len(hours)} readings to {hours[-1]}: {target_column} "
+        f"forecast for {times[-1]:%d %b %H:%M}: {predicted:.2f} (true {truth:.2f})",
+        labels=hours,
+        xlabel="time of the reading",
+        tick_every=max(1, len(hours) // 8),
+    )
+    return numbers
+
+
+# %% [markdown]
+# ## Export
+#
+# `model.keras` resumes training; the SavedModel serves; the TFLite file has the
+# streaming `step` signature that takes one reading at a time with the two
+# memories as its states, and its largest difference from Keras is measured.
+
+
+# %%
+def export(model, output_dir, chief):
+    """Saves the model and, on the chief, exports it; returns the exports'
+    paths and measured parity."""
+    model.save(output_dir / "model.keras")
+    if not chief:
+        return {}
+    return common.export_model(model, output_dir, streaming=True)
+
+
+# %% [markdown]
+# ## Run it
+#
+# `main` reads like the table of contents of the sections above. As a script its
+# settings come from the command line (`parse_args` says which flags there are);
+# in a notebook, from `ARGS` below, which holds the flags of the `KLG_ARGS`
+# environment variable (none: the full run on the shipped data;
+# `KLG_ARGS="--quick --overwrite"`: a one-minute run). Edit the cell to change
+# them.
+
+
+# %%
+def parse_args(argv):
+    parser = common.build_parser(
+        "temperature",
+        __doc__,
+        epochs=60,
+        batch_size=64,
+        units=64,
+    )
+    parser.add_argument(
+        "--data",
+        choices=("greensboro", "jena"),
+        default=None,
+        help="the dataset, without --csv (default: greensboro, shipped offline)",
+    )
+    parser.add_argument("--time-column", help="with --csv: the time stamps")
+    parser.add_argument("--target-column", help="with --csv: the value to forecast")
+    parser.add_argument(
+        "--feature-columns",
+        nargs="+",
+        help="with --csv: the columns the model reads (default: every numeric one)",
+    )
+    parser.add_argument(
+        "--window", type=common.positive_int, default=48, help="past readings read"
+    )
+    parser.add_argument(
+        "--horizon", type=common.positive_int, default=1, help="readings ahead"
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=("none", "mirrored", "multiworker"),
+        default="none",
+        help="tf.distribute strategy: one device, the devices of this machine "
+        "(MirroredStrategy), or several machines (MultiWorkerMirroredStrategy, "
+        "configured by TF_CONFIG)",
+    )
+    return parser, parser.parse_args(argv)
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    common.quick_settings(args)
+    # Bad input (a missing file or column, too few rows for the window, an
+    # earlier run's folder) is one line and exit status 2, before any output.
+    try:
+        strategy = distributed.make_strategy(args.distribute)
+        worker = distributed.worker_index(strategy)
+        frame, time_column, target_column, feature_columns = load_dataset(args)
+        if args.quick:
+            frame = frame.iloc[:QUICK_ROWS]
+        frame, feature_columns = add_hour_of_day(frame, time_column, feature_columns)
+        parts = split_in_time(frame, args.window, args.horizon)
+        output_dir = args.output_dir
+        if worker:
+            output_dir = output_dir.with_name(f"{output_dir.name}-worker{worker}")
+        output_dir = common.prepare_output_dir(output_dir, args.overwrite)
+        before = common.snapshot(output_dir)
+    except common.INPUT_ERRORS as error:
+        common.exit_with_error(parser, error)
+    keras.utils.set_random_seed(args.seed)
+
+    # The data: windows of each part, and the training part's scaling.
+    train, val, test = (
+        make_windows(p, feature_columns, target_column, args.window, args.horizon)
+        for p in parts
+    )
+    stats = scaling_stats(parts[0], feature_columns, train)
+    print(
+        f"{target_column} {args.horizon} step(s) ahead from {args.window}: "
+        f"{len(train[0])} training, {len(val[0])} validation, "
+        f"{len(test[0])} test windows of {len(feature_columns)} features"
     )
 
+    # Train FourGateLSTM, and keras.layers.LSTM of the same size when asked.
+    kinds = ["four_gate", "keras_lstm"] if args.compare_keras_lstm else ["four_gate"]
+    models, histories = {}, {}
+    for kind in kinds:
+        models[kind], histories[kind] = train_model(
+            kind, strategy, train, val, stats, args
+        )
+    model = models["four_gate"]
 
+    # Evaluate against the baselines.
+    forecasts, metrics = evaluate(models, train, test)
+    common.print_table(
+        f"Test MAE of {target_column} {args.horizon} step(s) ahead "
+        f"({len(test[1])} windows)",
+        [
+            ("persistence", metrics["persistence_mae"]),
+            ("linear", metrics["linear_mae"]),
+            ("FourGateLSTM", metrics["test_mae"]),
+        ]
+        + (
+            [("keras.layers.LSTM", metrics["keras_lstm_test_mae"])]
+            if args.compare_keras_lstm
+            else []
+        ),
+    )
+    chief = worker == 0
+    if chief:
+        common.plot_history(histories, output_dir / "training_curves.png")
+        common.plot_forecast(
+            test[1],
+            {k: forecasts[k] for k in ("FourGateLSTM", "persistence", "linear")},
+            output_dir / "forecast.png",
+            ylabel=target_column,
+        )
+
+    # What the gates did on the first test window.
+    if chief:
+        times = parts[2][time_column].iloc[: args.window].tolist()
+        times.append(parts[2][time_column].iloc[args.window + args.horizon - 1])
+        metrics["gates"] = explain_gates(
+            model,
+            test[0][:1],
+            times,
+            float(forecasts["FourGateLSTM"][0]),
+            float(test[1][0]),
+            target_column,
+            output_dir / "gates.png",
+        )
+
+    # Export.
+    exports = export(model, output_dir, chief)
+
+    metrics.update(
+        target_column=target_column,
+        feature_columns=feature_columns,
+        window=args.window,
+        horizon=args.horizon,
+        units=args.units,
+        num_train=len(train[0]),
+        num_val=len(val[0]),
+        num_test=len(test[0]),
+        epochs_trained=len(histories["four_gate"].history["loss"]),
+        distribute=args.distribute,
+        model_output=f"the change of {target_column} from the last reading "
+        f"to {args.horizon} step(s) later",
+        **exports,
+    )
+    common.write_metrics(metrics, output_dir)
+    common.report_written(output_dir, before)
+    return metrics
+
+
+# %% tags=["parameters"]
+ARGS = common.command_line()
+
+# %%
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    metrics = main(ARGS)

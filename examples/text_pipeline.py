@@ -1,14 +1,16 @@
 """The text pipeline shared by the sentiment and topic examples.
 
 Reading a labelled CSV, a stratified seeded split, tokenisation with
-`tensorflow-text`, a vocabulary fitted on the training split, the model
-(embedding, `FourGateLSTM`, classifier), the SavedModel that takes raw
-strings, and the per-class metrics.
+`tensorflow-text`, a vocabulary fitted on the training split, the evaluation
+against the majority class with per-class metrics, the test text the gates
+are shown on and its tokens, and the SavedModel that takes raw strings. The
+models themselves are in the examples.
 """
 
 import collections
 import os
 import re
+import textwrap
 from pathlib import Path
 
 import common
@@ -16,9 +18,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
-
-from keras_lstm_gates import FourGateLSTM
-from keras_lstm_gates import trace_gates
 
 # Token ids: 0 pads (and is masked), 1 is a token not in the vocabulary.
 PAD, OOV = "[PAD]", "[UNK]"
@@ -222,53 +221,6 @@ def tokenize(texts):
     return tf_text.UnicodeScriptTokenizer().tokenize(texts)
 
 
-def build_text_model(
-    vocabulary_size, sequence_length, num_classes, units, recurrent="four_gate"
-):
-    """Embedding (0 masked), one recurrent layer and the classifier.
-
-    Args:
-        vocabulary_size: The number of token ids.
-        sequence_length: Token ids per text.
-        num_classes: 2 gives one sigmoid output; more give a softmax.
-        units: The recurrent layer's size (the embedding has the same).
-        recurrent: `"four_gate"` (`FourGateLSTM`) or `"keras_lstm"`
-            (`keras.layers.LSTM` of the same size).
-
-    Returns:
-        A compiled Keras model taking int32 ids `(batch, sequence_length)`.
-    """
-    rnn = FourGateLSTM(units) if recurrent == "four_gate" else keras.layers.LSTM(units)
-    binary = num_classes == 2
-    model = keras.Sequential(
-        [
-            keras.Input((sequence_length,), dtype="int32"),
-            keras.layers.Embedding(vocabulary_size, units, mask_zero=True),
-            rnn,
-            keras.layers.Dropout(0.3),
-            keras.layers.Dense(
-                1 if binary else num_classes,
-                activation="sigmoid" if binary else "softmax",
-            ),
-        ],
-        name=f"{recurrent}_text_classifier",
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def predict_classes(model, ids):
-    """The predicted class ids of `model` on token ids."""
-    probabilities = model.predict(ids, verbose=0)
-    if probabilities.shape[-1] == 1:
-        return (probabilities[:, 0] > 0.5).astype("int32")
-    return probabilities.argmax(axis=-1).astype("int32")
-
-
 def confusion_matrix(true, predicted, num_classes):
     """Counts: row is the true class, column the predicted one."""
     matrix = np.zeros((num_classes, num_classes), dtype="int64")
@@ -327,23 +279,13 @@ def fit_vectorizer(args, splits, max_tokens=20000):
     return TextVectorizer.adapt(splits["train"][0], max_tokens, args.max_length)
 
 
-def run(args, splits, vectorizer, title):
-    """Trains, evaluates and exports a text classifier; returns its metrics.
-
-    Args:
-        args: The parsed command line of the example.
-        splits: Dict `train`, `val`, `test` of `(texts, label_ids)`.
-        vectorizer: The `TextVectorizer` of the training split.
-        title: What the table of results is about.
+def vectorize(splits, vectorizer, classes):
+    """The splits as token ids; prints their sizes.
 
     Returns:
-        The dict written to `metrics.json`.
+        `(ids, labels)`: dicts from the split's name to its int32 token ids
+        `(texts, sequence_length)` and to its label ids.
     """
-    classes = args.classes
-    output_dir = args.output_dir
-    before = common.snapshot(output_dir)
-    keras.utils.set_random_seed(args.seed)
-
     ids = {name: vectorizer.transform(texts) for name, (texts, _) in splits.items()}
     labels = {name: y for name, (_, y) in splits.items()}
     print(
@@ -351,73 +293,48 @@ def run(args, splits, vectorizer, title):
         f"{len(ids['test'])} test texts; {len(classes)} classes; vocabulary "
         f"{vectorizer.vocabulary_size}; {vectorizer.sequence_length} tokens per text"
     )
+    return ids, labels
 
-    # Our model first: train, evaluate on the test split, save and export.
-    histories, accuracy = {}, {}
-    model, histories["four_gate"] = train_text_model(
-        "four_gate", vectorizer, ids, labels, args
-    )
-    test_predictions = predict_classes(model, ids["test"])
-    accuracy["four_gate"] = float(np.mean(test_predictions == labels["test"]))
-    model.save(output_dir / "model.keras")
-    exports = export_text_model(model, vectorizer, splits["test"][0][:8], output_dir)
-    # The same-size keras.layers.LSTM on the same split, when asked.
-    if args.compare_keras_lstm:
-        keras_model, histories["keras_lstm"] = train_text_model(
-            "keras_lstm", vectorizer, ids, labels, args
-        )
-        predicted = predict_classes(keras_model, ids["test"])
-        accuracy["keras_lstm"] = float(np.mean(predicted == labels["test"]))
 
+def evaluate(predictions, labels, classes, title):
+    """Accuracy of each model and of the majority class, and the per-class
+    table of `FourGateLSTM`'s predictions; prints both.
+
+    Args:
+        predictions: Dict from a model's kind (`"four_gate"`, `"keras_lstm"`)
+            to its predicted class ids on the test split.
+        labels: Dict from a split's name to its label ids.
+        classes: The class names.
+        title: What the table of results is about.
+
+    Returns:
+        The metrics for `metrics.json`.
+    """
+    truth = labels["test"]
     # The majority baseline: the most frequent training class, on the test split.
     majority = np.bincount(labels["train"], minlength=len(classes)).argmax()
-    matrix = confusion_matrix(labels["test"], test_predictions, len(classes))
+    matrix = confusion_matrix(truth, predictions["four_gate"], len(classes))
     metrics = {
-        "test_accuracy": accuracy["four_gate"],
-        "majority_baseline_accuracy": float(np.mean(labels["test"] == majority)),
+        "test_accuracy": float(np.mean(predictions["four_gate"] == truth)),
+        "majority_baseline_accuracy": float(np.mean(truth == majority)),
     }
-    if args.compare_keras_lstm:
-        metrics["keras_lstm_test_accuracy"] = accuracy["keras_lstm"]
+    if "keras_lstm" in predictions:
+        accuracy = float(np.mean(predictions["keras_lstm"] == truth))
+        metrics["keras_lstm_test_accuracy"] = accuracy
     metrics.update(
-        num_train=len(ids["train"]),
-        num_val=len(ids["val"]),
-        num_test=len(ids["test"]),
         classes=classes,
         per_class=per_class_report(matrix, classes),
         confusion_matrix=matrix.tolist(),
-        vocabulary_size=vectorizer.vocabulary_size,
-        sequence_length=vectorizer.sequence_length,
-        units=args.units,
-        epochs_trained=len(histories["four_gate"].history["loss"]),
-        **exports,
     )
-
-    common.plot_history(histories, output_dir / "training_curves.png")
-    common.plot_confusion_matrix(matrix, classes, output_dir / "confusion_matrix.png")
-    # The first test text that holds a token (an empty text has no gates).
-    example = ids["test"][[np.argmax((ids["test"] != 0).any(axis=1))]]
-    length = int(np.sum(example != 0))
-    trace = trace_gates(
-        model.get_layer(index=1),
-        model.layers[0](example),
-        mask=example != 0,
-    )
-    common.plot_gates(
-        {name: values[:, :length] for name, values in trace.items()},
-        output_dir / "gates.png",
-        f"Gate activations over the {length} tokens of one test text",
-    )
-    common.write_metrics(metrics, output_dir)
-
     common.print_table(
-        f"Test accuracy, {title} ({len(ids['test'])} texts)",
+        f"Test accuracy, {title} ({len(truth)} texts)",
         [
             ("majority class", metrics["majority_baseline_accuracy"]),
             ("FourGateLSTM", metrics["test_accuracy"]),
         ]
         + (
             [("keras.layers.LSTM", metrics["keras_lstm_test_accuracy"])]
-            if args.compare_keras_lstm
+            if "keras_lstm" in predictions
             else []
         ),
     )
@@ -428,24 +345,37 @@ def run(args, splits, vectorizer, title):
             for name, row in metrics["per_class"].items()
         ],
     )
-    common.report_written(output_dir, before)
     return metrics
 
 
-def train_text_model(kind, vectorizer, ids, labels, args):
-    """Builds and trains one text model; returns `(model, history)`."""
-    keras.utils.set_random_seed(args.seed)
-    model = build_text_model(
-        vectorizer.vocabulary_size,
-        vectorizer.sequence_length,
-        len(args.classes),
-        args.units,
-        kind,
-    )
-    history = common.train(
-        model, (ids["train"], labels["train"]), (ids["val"], labels["val"]), args, kind
-    )
-    return model, history
+def gate_example(ids, max_tokens=40):
+    """The index of the test text the gates are shown on.
+
+    The first one of 1 to `max_tokens` tokens (a plot of hundreds of tokens
+    has no readable labels, and an empty text has no gates), else the
+    shortest one that holds a token.
+    """
+    lengths = (ids != 0).sum(axis=1)
+    short = np.flatnonzero((lengths > 0) & (lengths <= max_tokens))
+    if len(short):
+        return int(short[0])
+    return int(np.argmin(np.where(lengths > 0, lengths, np.iinfo(lengths.dtype).max)))
+
+
+def tokens_of(vectorizer, text):
+    """The tokens of `text` the model reads, in order, as strings; one not in
+    the vocabulary (id 1) is shown in brackets, `[word]`."""
+    tokens = tokenize(tf.constant([text])).to_list()[0][: vectorizer.sequence_length]
+    known = set(vectorizer.vocabulary)
+    words = [token.decode("utf-8") for token in tokens]
+    return [word if word in known else f"[{word}]" for word in words]
+
+
+def caption(text, true, predicted, confidence, width=80):
+    """One line on a test text: the text (shortened to `width` characters),
+    its class and the model's prediction."""
+    shown = textwrap.shorten(text, width, placeholder=" ...")
+    return f'"{shown}" (true: {true}; predicted: {predicted}, {confidence:.2f})'
 
 
 def export_text_model(model, vectorizer, probe_texts, output_dir):

@@ -1,11 +1,11 @@
 """Tests for the three example scripts in `examples/`.
 
-Bad input and the data loaders are tested without training. Each example
-then runs end to end once in `--quick` mode, in this process: the text
-examples on the real CSVs of `../shared/data`, the temperature example on its
-embedded data. The download paths run `keras.utils.get_file` on small
-archives built here in the canonical layouts, served from `file://` URLs or a
-pre-filled cache, each verified against its own sha256.
+Bad input and the data loaders are tested without training; so are the gate
+paragraph and the gate plots, on models built here. Each example runs end to
+end once as its notebook, in `tests/test_notebooks.py`. The download paths
+run `keras.utils.get_file` on small archives built here in the canonical
+layouts, served from `file://` URLs or a pre-filled cache, each verified
+against its own sha256.
 """
 
 import hashlib
@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import warnings
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,12 +28,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "examples"))
 
+import common  # noqa: E402
+import distributed  # noqa: E402
 import sentiment  # noqa: E402
 import temperature  # noqa: E402
 import text_classification  # noqa: E402
@@ -55,19 +54,6 @@ def run_bad(main, argv, capsys):
     assert len(error.splitlines()) == 1, error
     assert output_dir.exists() == existed
     return error
-
-
-def docs_block(page, containing):
-    """The indented code block of `page` (under docs/) holding `containing`,
-    dedented."""
-    lines = (REPO / "docs" / page).read_text().splitlines()
-    at = next(k for k, line in enumerate(lines) if containing in line)
-    start, end = at, at
-    while lines[start - 1].startswith("    "):
-        start -= 1
-    while end + 1 < len(lines) and lines[end + 1].startswith("    "):
-        end += 1
-    return "\n".join(line[4:] for line in lines[start : end + 1])
 
 
 # Bad input: one line, exit status 2, before any training or output folder.
@@ -235,7 +221,7 @@ def test_temperature_repeated_time_stamps_are_refused(weather_csv, tmp_path, cap
 def test_temperature_gaps_in_time_are_reported(weather_csv, capsys):
     frame = pd.read_csv(weather_csv).drop(index=range(100, 148))
     frame.to_csv(weather_csv, index=False)
-    loaded, *_ = temperature.load_csv(weather_csv, "time", "temp")
+    loaded, *_ = common.read_time_series(weather_csv, "time", "temp")
     assert len(loaded) == 352
     note = capsys.readouterr().out
     assert "is not evenly spaced: 1 gap longer than the usual 0 days 01:00:00" in note
@@ -426,8 +412,6 @@ def test_vocabulary_is_utf8_whatever_the_locale(tmp_path):
 
 def test_one_epoch_training_curve_is_drawn(tmp_path, monkeypatch):
     # Lines without markers: a one-epoch run (--quick) drew empty axes.
-    import common
-
     figures = []
     monkeypatch.setattr(common, "_save", lambda figure, path: figures.append(figure))
     history = SimpleNamespace(history={"loss": [0.5], "val_loss": [0.6]})
@@ -438,8 +422,6 @@ def test_one_epoch_training_curve_is_drawn(tmp_path, monkeypatch):
 
 
 def test_written_files_are_told_from_kept_ones(tmp_path, capsys):
-    import common
-
     (tmp_path / "forecast.png").write_text("an earlier run's")
     (tmp_path / "metrics.json").write_text("{}")
     before = common.snapshot(tmp_path)
@@ -469,15 +451,15 @@ def fake_multiworker(task_type, task_id, cluster):
 def test_worker_index_makes_exactly_one_chief():
     workers = {"worker": ["localhost:1", "localhost:2"]}
     with_chief = {"chief": ["localhost:0"], **workers}
-    assert temperature.worker_index(tf.distribute.get_strategy()) == 0
-    assert temperature.worker_index(tf.distribute.MirroredStrategy()) == 0
+    assert distributed.worker_index(tf.distribute.get_strategy()) == 0
+    assert distributed.worker_index(tf.distribute.MirroredStrategy()) == 0
     indices = [
-        temperature.worker_index(fake_multiworker("worker", k, workers))
+        distributed.worker_index(fake_multiworker("worker", k, workers))
         for k in range(2)
     ]
     assert indices == [0, 1]
-    indices = [temperature.worker_index(fake_multiworker("chief", 0, with_chief))] + [
-        temperature.worker_index(fake_multiworker("worker", k, with_chief))
+    indices = [distributed.worker_index(fake_multiworker("chief", 0, with_chief))] + [
+        distributed.worker_index(fake_multiworker("worker", k, with_chief))
         for k in range(2)
     ]
     assert indices == [0, 1, 2]
@@ -797,112 +779,120 @@ def test_every_canonical_download_has_a_sha256_or_a_stated_reason(module, name):
         assert re.fullmatch(r"[0-9a-f]{64}", value), value
 
 
-# End to end, in --quick mode.
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The figures the examples save, by file name (still written)."""
+    figures = {}
+    save = common._save
+
+    def keep(figure, path):
+        figures[Path(path).name] = figure
+        save(figure, path)
+
+    monkeypatch.setattr(common, "_save", keep)
+    return figures
 
 
-def test_temperature_quick_run_writes_everything(tmp_path):
-    out = tmp_path / "run"
-    metrics = temperature.main(["--quick", "--units", "8", "--output-dir", str(out)])
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved == json.loads(json.dumps(metrics))
-    for key in ("test_mae", "test_rmse", "persistence_mae", "linear_mae"):
-        assert np.isfinite(saved[key]) and saved[key] >= 0
-    assert saved["test_rmse"] >= saved["test_mae"]
-    assert "keras_lstm_test_mae" not in saved
-    for name in ("model.keras", "model.tflite", "training_curves.png", "forecast.png"):
-        assert (out / name).is_file(), name
-    assert (out / "gates.png").stat().st_size > 1000
-    # The streaming `step` signature, fed one reading at a time, agrees too.
-    assert saved["tflite_max_abs_diff"] < 1e-3
-    assert saved["tflite_step_max_abs_diff"] < 1e-3
-    signatures = Interpreter(str(out / "model.tflite")).get_signature_list()
-    assert set(signatures["step"]["inputs"]) == {
-        "inputs",
-        "four_gate_lstm_stm",
-        "four_gate_lstm_ltm",
-    }
-    assert not any("Flex" in op for op in saved["tflite_ops"])
-    # The saved model carries the optimizer's state: it resumes training.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded = keras.models.load_model(out / "model.keras")
-    assert not [w for w in caught if "optimizer" in str(w.message)], caught
-    assert int(loaded.optimizer.iterations) == -(-saved["num_train"] // 64)
+def x_labels(figure, name):
+    axis = next(a for a in figure.axes if a.get_xlabel().startswith(name))
+    return [label.get_text() for label in axis.get_xticklabels()]
 
 
-def test_sentiment_quick_run_serves_raw_strings(tmp_path):
-    out = tmp_path / "run"
-    metrics = sentiment.main(
-        [
-            "--quick",
-            "--compare-keras-lstm",
-            "--units",
-            "8",
-            "--csv",
-            str(SHARED_DATA / "rotten_tomatoes_snippets.csv"),
-            "--output-dir",
-            str(out),
-        ]
-    )
-    assert metrics["classes"] == ["negative", "positive"]
-    for key in (
-        "test_accuracy",
-        "majority_baseline_accuracy",
-        "keras_lstm_test_accuracy",
-    ):
-        assert 0.0 <= metrics[key] <= 1.0
-    assert (
-        sum(metrics["confusion_matrix"][0]) + sum(metrics["confusion_matrix"][1])
-        == metrics["num_test"]
-    )
-    # The SavedModel takes the text itself.
-    serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
-    scores = serve(tf.constant(["A joy.", "Dreadful, dull."]))["outputs"]
-    assert scores.shape == (2, 1)
-    assert np.all((scores.numpy() >= 0) & (scores.numpy() <= 1))
-    assert metrics["saved_model_max_abs_diff"] < 1e-5
-    vocabulary = (out / "vocabulary.txt").read_text().splitlines()
-    assert vocabulary[:2] == ["[PAD]", "[UNK]"]
-    assert len(vocabulary) == metrics["vocabulary_size"]
-    assert (out / "model.tflite").is_file() and metrics["tflite_max_abs_diff"] < 1e-4
-    assert (out / "confusion_matrix.png").is_file()
-    # The tutorials page's snippet, as written, in a fresh process.
-    code = docs_block("tutorials.md", "runs/sentiment/saved_model")
-    code = code.replace("runs/sentiment/saved_model", str(out / "saved_model"))
-    lines = code.splitlines()
-    lines[-1] = f"print({lines[-1]}.numpy().tolist())"
-    result = subprocess.run(
-        [sys.executable, "-c", "\n".join(lines)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert len(json.loads(result.stdout.strip().splitlines()[-1])) == 2
-
-
-def test_text_classification_quick_run_reports_every_class(tmp_path):
-    out = tmp_path / "run"
-    csv_path = SHARED_DATA / "ag_news_test.csv"
-    metrics = text_classification.main(
-        ["--quick", "--units", "8", "--csv", str(csv_path), "--output-dir", str(out)]
-    )
-    labels = pd.read_csv(csv_path)["label"]
-    assert metrics["classes"] == sorted(labels.unique())
-    assert set(metrics["per_class"]) == set(metrics["classes"])
-    supports = [row["support"] for row in metrics["per_class"].values()]
-    assert sum(supports) == metrics["num_test"]
-    # AG News is balanced, so the majority class is right on a quarter.
-    assert metrics["majority_baseline_accuracy"] == pytest.approx(0.25, abs=0.02)
-    for name in ("model.keras", "model.tflite", "confusion_matrix.png", "gates.png"):
-        assert (out / name).is_file(), name
-
-
-def test_text_gates_plot_skips_empty_test_texts(text_csv, tmp_path):
-    # Every "pos" text is empty; with the default seed the first test text is.
+def test_text_gates_plot_shows_the_tokens_and_the_prediction(
+    text_csv, tmp_path, saved_figures, capsys
+):
+    # Every "pos" text is empty; with the default seed the first test text
+    # is, and an empty text has no gates to show.
     path = text_csv(["pos", "neg"] * 10, texts=["", "a film", "", "the film"] * 5)
     out = tmp_path / "run"
-    sentiment.main(
+    metrics = sentiment.main(
         ["--quick", "--units", "4", "--csv", str(path), "--output-dir", str(out)]
     )
     assert (out / "gates.png").stat().st_size > 1000
+    figure = saved_figures["gates.png"]
+    tokens = x_labels(figure, "token")
+    assert tokens in (["a", "film"], ["the", "film"])
+    title = " ".join(figure.get_suptitle().split())
+    assert f'"{" ".join(tokens)}" (true: neg; predicted: ' in title
+    # The paragraph's numbers are this text's.
+    gates = metrics["gates"]
+    assert gates["steps"] == 2 and gates["units"] == 4
+    assert gates["learn_max_at"] in (repr(token) for token in tokens)
+    out_text = capsys.readouterr().out
+    assert f"f kept {gates['forget_mean']:.2f} of the long-term memory" in out_text
+    assert f"i opened most at {gates['learn_max_at']}" in out_text
+
+
+def test_temperature_gates_plot_shows_the_hours_of_the_window(
+    tmp_path, saved_figures, capsys
+):
+    window, features = 12, 3
+    stats = (np.zeros(features), np.ones(features), 0.0, 1.0)
+    model = temperature.build_model((window, features), stats, units=4)
+    times = list(pd.date_range("2020-03-01 00:00", periods=window + 1, freq="h"))
+    inputs = np.random.default_rng(0).normal(size=(1, window, features))
+    numbers = temperature.explain_gates(
+        model, inputs.astype("float32"), times, 1.5, 2.0, "temp", tmp_path / "g.png"
+    )
+    figure = saved_figures["g.png"]
+    hours = x_labels(figure, "time of the reading")
+    assert hours == [f"{t:%d %b %H:%M}" for t in times[:window]]
+    title = " ".join(figure.get_suptitle().split())
+    assert "12 readings to 01 Mar 11:00" in title
+    assert "temp forecast for 01 Mar 12:00: 1.50 (true 2.00)" in title
+    assert numbers["steps"] == window and numbers["units"] == 4
+    assert numbers["use_max_at"] in hours
+    assert f"most open at {numbers['use_max_at']}" in capsys.readouterr().out
+
+
+def test_gate_paragraph_is_computed_on_the_input():
+    rng = np.random.default_rng(0)
+    names = ("N", "i", "f", "LTM", "U", "V", "STM")
+    trace = {name: rng.random((1, 5, 3)) for name in names}
+    tokens = ["a", "film", "not", "worth", "it"]
+    paragraph, numbers = common.describe_gates(trace, tokens, "tokens")
+    # Independently: each gate averaged over the units, step by step.
+    forget, learn, use = (trace[name][0].mean(axis=1) for name in ("f", "i", "V"))
+    ltm = np.vstack([np.zeros(3), trace["LTM"][0]])
+    moved = np.abs(ltm[1:] - ltm[:-1]).mean(axis=1)
+    assert numbers["forget_mean"] == pytest.approx(forget.mean())
+    assert numbers["forget_min_at"] == repr(tokens[forget.argmin()])
+    assert numbers["learn_max"] == pytest.approx(learn.max())
+    assert numbers["learn_max_at"] == repr(tokens[learn.argmax()])
+    assert numbers["remember_max_step"] == moved.argmax()
+    assert numbers["use_max_at"] == repr(tokens[use.argmax()])
+    assert f"f kept {forget.mean():.2f}" in paragraph
+    assert f"over the 5 tokens; it let go most at {tokens[forget.argmin()]!r}" in (
+        " ".join(paragraph.split())
+    )
+    # Another input, another paragraph: none of it is fixed prose.
+    trace["f"] = 1 - trace["f"]
+    assert common.describe_gates(trace, tokens, "tokens")[0] != paragraph
+
+
+def test_gates_are_shown_on_a_short_test_text():
+    ids = np.array([[0, 0, 0], [5, 6, 7], [3, 4, 0], [2, 0, 0]])
+    assert text_pipeline.gate_example(ids, max_tokens=3) == 1
+    assert text_pipeline.gate_example(ids, max_tokens=2) == 2
+    # None short enough: the shortest that holds a token, never an empty one.
+    assert text_pipeline.gate_example(ids[:3], max_tokens=1) == 2
+
+
+def test_gate_tokens_are_the_words_the_model_read():
+    vectorizer = text_pipeline.TextVectorizer(["the", "film"], 4)
+    tokens = text_pipeline.tokens_of(vectorizer, "The film, THE zebra!")
+    assert tokens == ["the", "film", "[,]", "the"]
+
+
+def test_notebook_settings_come_from_klg_args(monkeypatch):
+    assert not common.in_notebook()
+    monkeypatch.setattr(sys, "argv", ["temperature.py", "--units", "8"])
+    assert common.command_line() == ["--units", "8"]
+    monkeypatch.setattr(common, "in_notebook", lambda: True)
+    monkeypatch.setenv("KLG_ARGS", "--quick --output-dir 'my runs/t'")
+    assert common.command_line() == ["--quick", "--output-dir", "my runs/t"]
+    monkeypatch.delenv("KLG_ARGS")
+    assert common.command_line() == []
 
 
 def free_ports(count):
