@@ -18,17 +18,25 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-# Before keras: for the example scripts, keras_lstm_gates imports TensorFlow
-# without its C++ start-up log unless asked (`--verbose`, or your own
-# TF_CPP_MIN_LOG_LEVEL); see keras_lstm_gates/_startup_log.py.
-import keras_lstm_gates  # noqa: F401
-
-# isort: split
-import keras
 import matplotlib
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
+
+# Before keras: for the example scripts, keras_lstm_gates imports TensorFlow
+# without its C++ start-up log unless asked (`--verbose`, or your own
+# TF_CPP_MIN_LOG_LEVEL); see keras_lstm_gates/_startup_log.py. In a notebook
+# the program is the Jupyter kernel, so the import is told it runs for this
+# file, with the notebook's settings (KLG_ARGS) as its command line.
+_kernel_argv = sys.argv
+if "ipykernel" in sys.modules:
+    sys.argv = [__file__, *shlex.split(os.environ.get("KLG_ARGS", ""))]
+try:
+    import keras_lstm_gates  # noqa: F401
+finally:
+    sys.argv = _kernel_argv
+
+import keras  # noqa: E402
 
 matplotlib.use("Agg")
 

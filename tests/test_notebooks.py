@@ -121,6 +121,9 @@ def test_temperature_notebook_forecasts_and_exports(tmp_path, monkeypatch):
     # Training curves, forecast, gates.
     assert len(figures(notebook)) == 3
     text = printed(notebook)
+    # Quiet as the script: TensorFlow's C++ start-up log is held back.
+    assert "oneDNN custom operations" not in text
+    assert "absl::InitializeLog" not in text
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("test_mae", "test_rmse", "persistence_mae", "linear_mae"):
         assert np.isfinite(saved[key]) and saved[key] >= 0
