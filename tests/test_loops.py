@@ -116,6 +116,18 @@ def test_one_sigmoid_per_gate_only_for_wide_layers_under_xla(changes, expected):
     assert route.sigmoid_per_gate is expected
 
 
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        (dict(layout="sideways"), ValueError, "layout must be one of"),
+        (dict(wide_units="8"), TypeError, "wide_units must be an int"),
+    ],
+)
+def test_force_names_a_bad_setting(settings, error, message):
+    with pytest.raises(error, match=message):
+        loops.force(**settings)
+
+
 tensorflow_only = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="the fused loops are the TensorFlow backend's",

@@ -260,9 +260,14 @@ def force(layout=None, wide_units=None, jit_step=None, cpu_flags=None, gpu=None)
     """
     settings = {}
     if layout is not None:
+        layouts = [item.value for item in Layout]
+        if not isinstance(layout, Layout) and layout not in layouts:
+            raise ValueError(f"layout must be one of {layouts}, got {layout!r}")
         settings["forced_layout"] = Layout(layout)
     if wide_units is not None:
-        settings["wide_units"] = int(wide_units)
+        if not isinstance(wide_units, int) or isinstance(wide_units, bool):
+            raise TypeError(f"wide_units must be an int, got {wide_units!r}")
+        settings["wide_units"] = wide_units
     if jit_step is not None:
         settings["forced_jit_step"] = bool(jit_step)
     if cpu_flags is not None:
