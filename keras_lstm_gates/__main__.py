@@ -40,8 +40,31 @@ def _parser():
     export.add_argument("--tflite", metavar="FILE", help="write a .tflite file here")
     export.add_argument(
         "--quantize",
-        choices=("dynamic", "float16"),
-        help="quantize the TFLite weights (default: float32)",
+        choices=("dynamic", "float16", "int8"),
+        help=(
+            "quantize the TFLite file (default: float32): the weights "
+            "(dynamic, float16), or weights and activations (int8, which needs "
+            "--representative-data)"
+        ),
+    )
+    export.add_argument(
+        "--representative-data",
+        metavar="FILE.npy",
+        help=(
+            "for --quantize int8: a .npy array of typical inputs, shape "
+            "(samples,) + the model's input shape, to calibrate the activations"
+        ),
+    )
+    export.add_argument(
+        "--lstm-op",
+        choices=("auto", "native", "loop"),
+        default=None,
+        help=(
+            "what LSTM layers become in the TFLite file: TFLite's native "
+            "UNIDIRECTIONAL_SEQUENCE_LSTM op (native; classic cells and "
+            "keras.layers.LSTM without a mask), a WHILE loop (loop), or the "
+            "native op where it pays, for int8 (auto, the default)"
+        ),
     )
     export.add_argument(
         "--streaming",
@@ -109,6 +132,25 @@ def _check_paths(args):
         check_target(option, target, True, directory=directory)
 
 
+def _representative_data(args):
+    """The array of `--representative-data`, or `None`."""
+    path = args.representative_data
+    if path is None:
+        return None
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--representative-data {path!r} is not a file")
+    try:
+        # No pickles: a .npy file of numbers cannot run code as it loads.
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise ValueError(
+            f"--representative-data {path!r} is not a .npy array of numbers "
+            f"({' '.join(str(error).split())})"
+        ) from None
+
+
 def _load_model(path):
     import keras
 
@@ -146,7 +188,9 @@ def _export(args):
                 staging,
                 batch_size=1 if args.batch_size is None else args.batch_size,
                 quantize=args.quantize,
+                representative_data=_representative_data(args),
                 streaming=args.streaming,
+                lstm_op=args.lstm_op or "auto",
             )
             lines.append(str(dataclasses.replace(report, path=target)))
         if args.saved_model:
@@ -166,8 +210,22 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not (args.saved_model or args.tflite):
         parser.error("give --saved-model DIR and/or --tflite FILE")
-    if (args.quantize or args.streaming) and not args.tflite:
-        parser.error("--quantize and --streaming apply to --tflite only")
+    tflite_options = (
+        args.quantize,
+        args.streaming,
+        args.representative_data,
+        args.lstm_op,
+    )
+    if any(tflite_options) and not args.tflite:
+        parser.error(
+            "--quantize, --representative-data, --lstm-op and --streaming "
+            "apply to --tflite only"
+        )
+    if (args.quantize == "int8") != (args.representative_data is not None):
+        parser.error(
+            "--quantize int8 and --representative-data FILE.npy go together: "
+            "int8 calibrates its activations on that data"
+        )
     try:
         _export(args)
     except (OSError, ValueError, TypeError, RuntimeError) as error:

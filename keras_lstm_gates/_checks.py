@@ -12,6 +12,7 @@ import numpy as np
 
 USE_GATES = ("projected", "classic")
 QUANTIZE_OPTIONS = (None, "dynamic", "float16", "int8")
+LSTM_OP_OPTIONS = ("auto", "native", "loop")
 
 
 def check_units(units):
@@ -227,6 +228,15 @@ def check_tflite_options(quantize, representative_data):
             'export_tflite: representative_data is only used with quantize="int8", '
             f"got quantize={quantize!r}"
         )
+
+
+def check_lstm_op(lstm_op):
+    """Checks `export_tflite`'s `lstm_op`."""
+    if not isinstance(lstm_op, str) or lstm_op not in LSTM_OP_OPTIONS:
+        raise ValueError(
+            f"export_tflite: lstm_op must be one of {LSTM_OP_OPTIONS}, got {lstm_op!r}"
+        )
+    return lstm_op
 
 
 def check_stateless(layers):

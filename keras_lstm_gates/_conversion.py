@@ -11,12 +11,13 @@ import warnings
 import keras
 import numpy as np
 
+from keras_lstm_gates import _native
 from keras_lstm_gates._graph import all_layers
 from keras_lstm_gates.tflite import SERVING
 from keras_lstm_gates.tflite import STEP
 
 
-def export_copy(model, *, float32=False, unroll=False):
+def export_copy(model, *, float32=False, unroll=False, native=frozenset()):
     """A copy of `model`, with its weights, changed as TFLite needs it.
 
     Args:
@@ -24,10 +25,17 @@ def export_copy(model, *, float32=False, unroll=False):
             precision policy: TFLite has no bfloat16 ops (a converter error
             asking for Select-TF ops), and the weights of a mixed-precision
             model are float32 already.
-        unroll: Every recurrent layer, nested ones included (inside
-            `Bidirectional` or an inner model), unrolls its loop: TFLite's
-            calibrator crashes the process on a `WHILE` loop (TF 2.21).
+        unroll: Every recurrent layer not in `native`, nested ones included
+            (inside `Bidirectional` or an inner model), unrolls its loop:
+            TFLite's calibrator crashes the process on a `WHILE` loop
+            (TF 2.21).
+        native: The recurrent layers (by `id`, from `_native.plan`) that
+            become TFLite's native LSTM op: a `_native.NativeLSTM` (or
+            `NativeBidirectional`) in their place, with the same weights.
     """
+    unroll = unroll and any(
+        id(layer) not in native for layer in _native.recurrent_layers(model)
+    )
     if unroll and model.inputs[0].shape[1] is None:
         raise ValueError(
             'export_tflite: quantize="int8" needs a fixed number of time steps '
@@ -50,9 +58,12 @@ def export_copy(model, *, float32=False, unroll=False):
         return node
 
     def clone(layer):
+        if id(layer) in native:
+            return _native.native_layer(layer)
         return layer.__class__.from_config(rewrite(layer.get_config()))
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    # Recursive: a recurrent layer inside an inner model may become native.
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -81,6 +92,8 @@ def write_saved_model(model, path, batch_size, jit_compile=False, step=None):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    if step is not None and step.model is not model:
+        archive.track(step.model)  # its cells' weights, for the step signature
 
     def serve(inputs):
         return {"outputs": model(inputs, training=False)}
@@ -156,6 +169,24 @@ def convert(saved_model_dir, model, batch_size, quantize, representative_data, s
             f"export_tflite: cannot convert model '{model.name}' to TFLite "
             f"builtin ops: {reason}. Converter said: {detail}"
         ) from None
+
+
+def check_native_ops(content, plan, model):
+    """Checks that every layer `plan` made native is one native op in the file.
+
+    The converter falls back to converting the function's body, a loop,
+    without a word when it cannot fuse it.
+    """
+    from keras_lstm_gates.tflite import tflite_op_counts
+
+    found = tflite_op_counts(content).get(_native.LSTM_OP, 0)
+    if found != plan.native_op_count:
+        raise ValueError(
+            f"export_tflite: model '{model.name}' should have "
+            f"{plan.native_op_count} {_native.LSTM_OP} op(s) in its file "
+            f"({plan.ops}), but the converter made {found}; export with "
+            "lstm_op='loop'"
+        )
 
 
 def check_builtin_only(ops):

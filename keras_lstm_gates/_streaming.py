@@ -169,10 +169,12 @@ class StepFunction:
         model: A built Keras model whose layers form a chain.
 
     Attributes:
+        model: The model it steps through.
         state_names: `["<layer>_stm", "<layer>_ltm", ...]`, in layer order.
     """
 
     def __init__(self, model):
+        self.model = model
         self._plan = _plan(model)
         self.state_names = []
         self.state_units = []

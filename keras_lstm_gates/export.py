@@ -22,6 +22,7 @@ import keras
 
 from keras_lstm_gates import _checks
 from keras_lstm_gates import _conversion
+from keras_lstm_gates import _native
 from keras_lstm_gates import _output_files
 from keras_lstm_gates import _parity
 from keras_lstm_gates._checks import QUANTIZE_OPTIONS
@@ -69,6 +70,12 @@ class TFLiteExport:
         signatures: The signatures in the file.
         batch_size: The fixed batch size of the file.
         quantize: The quantization (`None` for float32).
+        recurrent_ops: For every recurrent layer of the model, by name, what
+            it became in the file: `"UNIDIRECTIONAL_SEQUENCE_LSTM"`
+            (TFLite's native LSTM op; two of them for a `Bidirectional`),
+            `"WHILE"` (a loop) or `"unrolled"` (an int8 loop, one copy of
+            the step per time step).
+        lstm_op: The `lstm_op` asked for (`"auto"`, `"native"` or `"loop"`).
     """
 
     path: str
@@ -79,6 +86,8 @@ class TFLiteExport:
     signatures: tuple
     batch_size: int
     quantize: str | None
+    recurrent_ops: dict = dataclasses.field(default_factory=dict)
+    lstm_op: str = "auto"
 
     def __str__(self):
         lines = [
@@ -89,6 +98,8 @@ class TFLiteExport:
             + ", ".join(sorted(self.ops)),
             f"  max |TFLite - Keras| on a probe input: {self.max_abs_diff:.3g}",
         ]
+        for name, op in self.recurrent_ops.items():
+            lines.insert(-1, f"  layer '{name}': {op}")
         if self.step_max_abs_diff is not None:
             lines.append(
                 f"  max |TFLite step by step - Keras|: {self.step_max_abs_diff:.3g}"
@@ -168,6 +179,7 @@ def export_tflite(
     quantize: str | None = None,
     representative_data=None,
     streaming: bool = False,
+    lstm_op: str = "auto",
     overwrite: bool = False,
 ) -> TFLiteExport:
     """Exports a model as a `.tflite` file of TFLite builtin ops only.
@@ -237,20 +249,25 @@ def export_tflite(
     batch_size = _checks.check_batch_size("export_tflite", batch_size, allow_none=False)
     _checks.check_tflite_options(quantize, representative_data)
     _checks.check_stateless(all_layers(model))
+    lstm_op = _checks.check_lstm_op(lstm_op)
     if representative_data is not None:
         representative_data = _checks.check_representative_data(
             model, representative_data, batch_size
         )
-    converted = model
+    plan = _native.plan(model, lstm_op, quantize)
     mixed = _conversion.mixed_precision(model)
-    if quantize == "int8" or mixed:
-        # TFLite's calibrator crashes the process on a WHILE loop (TF 2.21),
-        # so an int8 export converts a copy with unrolled loops; a mixed
-        # precision model is exported in float32.
+    # A mixed precision model is exported in float32. TFLite's calibrator
+    # crashes the process on a WHILE loop (TF 2.21), so for int8 every loop
+    # that does not become the native op is unrolled.
+    loops = _conversion.export_copy(model, float32=True) if mixed else model
+    converted = loops
+    if quantize == "int8" or plan.native:
         converted = _conversion.export_copy(
-            model, float32=mixed, unroll=quantize == "int8"
+            model, float32=mixed, unroll=quantize == "int8", native=plan.native
         )
-    step = StepFunction(converted) if streaming else None
+    # The step runs each cell once, with its states as inputs and outputs:
+    # the same cells whatever op the whole sequence becomes.
+    step = StepFunction(loops) if streaming else None
     path = _output_files.check_target("export_tflite", path, overwrite, directory=False)
 
     with tempfile.TemporaryDirectory(prefix="keras_lstm_gates_export_") as workdir:
@@ -261,6 +278,7 @@ def export_tflite(
         )
     ops = tflite_ops(content)
     _conversion.check_builtin_only(ops)
+    _conversion.check_native_ops(content, plan, model)
     with _output_files.atomic_target(path, directory=False) as staging:
         with open(staging, "wb") as f:
             f.write(content)
@@ -290,6 +308,8 @@ def export_tflite(
         signatures=(SERVING, STEP) if step else (SERVING,),
         batch_size=batch_size,
         quantize=quantize,
+        recurrent_ops=dict(plan.ops),
+        lstm_op=lstm_op,
     )
 
 

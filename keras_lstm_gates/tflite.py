@@ -46,6 +46,20 @@ def tflite_ops(content: bytes) -> frozenset:
     return frozenset(_op_name(code) for code in model.operatorCodes or ())
 
 
+def tflite_op_counts(content: bytes) -> dict:
+    """How many times each operator appears in a `.tflite` file, over every
+    subgraph: `{"UNIDIRECTIONAL_SEQUENCE_LSTM": 2, ...}`."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    names = [_op_name(code) for code in model.operatorCodes or ()]
+    counts = {}
+    for graph in model.subgraphs or ():
+        for op in graph.operators or ():
+            counts[names[op.opcodeIndex]] = counts.get(names[op.opcodeIndex], 0) + 1
+    return counts
+
+
 def _text(value):
     """A flatbuffer string (bytes) as `str`."""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -115,7 +129,13 @@ class TFLiteModel:
         self._path = path
         self._content = content
         self._ops = tflite_ops(content)
+        self._keeps_states = _has_variable_tensors(content)
         self._runners = {}
+        if self._keeps_states:
+            # Resetting needs the states allocated: those of the main
+            # subgraph, `serving_default`'s in an `export_tflite` file.
+            self._interpreter.allocate_tensors()
+        self._last_shape = None  # of the last whole-sequence call
 
     @property
     def path(self) -> str:
@@ -145,11 +165,17 @@ class TFLiteModel:
             }
         return result
 
-    def __call__(self, inputs) -> np.ndarray:
+    def __call__(self, inputs, *, reset: bool = True) -> np.ndarray:
         """Runs the whole-sequence signature `serving_default`.
 
         Args:
             inputs: Array of the model's input shape, `(batch_size, time, ...)`.
+            reset: If `True` (default), each sequence starts from zero
+                states. TFLite's native LSTM op (`export_tflite`'s
+                `lstm_op`) keeps its states in the file between calls;
+                `reset=False` carries them on, so that a long sequence can
+                be fed in chunks, each call continuing where the last one
+                ended (`keeps_states` says whether the file can).
 
         Returns:
             The model's output, a NumPy array.
@@ -157,15 +183,43 @@ class TFLiteModel:
         A file of one input and one output whose names are not `inputs` and
         `outputs` (converted with your own converter) runs too.
         """
+        if not reset and not self.keeps_states:
+            raise ValueError(
+                f"TFLiteModel: reset=False carries the states of TFLite's native "
+                f"LSTM op from one call to the next, but {self._path!r} has none "
+                "(its loops start from zero at every call); to stream it, "
+                "export it with streaming=True and call step()"
+            )
         names = list(self._runner(SERVING).get_input_details())
         name = names[0] if len(names) == 1 else "inputs"
-        outputs = self.run(SERVING, **{name: inputs})
+        shape = np.shape(inputs)
+        if not reset and self._last_shape not in (None, shape):
+            # The interpreter reallocates for a new shape, which zeroes the states.
+            raise ValueError(
+                f"TFLiteModel: with reset=False, every chunk must have the shape "
+                f"of the one before ({self._last_shape}), so that the states "
+                f"carry on; got {shape}"
+            )
+        outputs = self._run(SERVING, {name: inputs}, reset)
+        self._last_shape = shape
         if len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs["outputs"]
 
+    @property
+    def keeps_states(self) -> bool:
+        """Whether the file keeps states between calls: the variable tensors
+        of TFLite's native LSTM op, which `reset()` sets to zero."""
+        return self._keeps_states
+
+    def reset(self) -> None:
+        """Sets the states the file keeps between calls (see `keeps_states`)
+        to zero, as LiteRT's `reset_all_variables` does."""
+        if self._keeps_states:
+            self._interpreter.reset_all_variables()
+
     def run(self, signature: str, **inputs) -> dict:
-        """Runs any signature on named NumPy inputs.
+        """Runs any signature on named NumPy inputs, from zero states.
 
         Args:
             signature: The signature's name, e.g. `"serving_default"`.
@@ -174,6 +228,9 @@ class TFLiteModel:
         Returns:
             A dict of the signature's outputs, by name.
         """
+        return self._run(signature, inputs, reset=True)
+
+    def _run(self, signature, inputs, reset):
         runner = self._runner(signature)
         details = runner.get_input_details()
         missing = sorted(set(details) - set(inputs))
@@ -189,6 +246,8 @@ class TFLiteModel:
             name: _as_input(signature, name, value, details[name])
             for name, value in inputs.items()
         }
+        if reset:
+            self.reset()
         try:
             return runner(**feed)
         except RuntimeError as error:
@@ -231,7 +290,8 @@ class TFLiteModel:
                 f"{sorted(self.initial_states())}, got the key 'inputs' too; "
                 "pass the time step as the first argument"
             )
-        result = self.run(STEP, inputs=inputs, **states)
+        # The step's states are its inputs and outputs: nothing to reset.
+        result = self._run(STEP, {"inputs": inputs, **states}, reset=False)
         outputs = result.pop("outputs")
         return outputs, result
 
@@ -289,6 +349,17 @@ class TFLiteModel:
 
     def __repr__(self):
         return f"TFLiteModel({self._path!r})"
+
+
+def _has_variable_tensors(content):
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    return any(
+        tensor.isVariable
+        for graph in model.subgraphs or ()
+        for tensor in graph.tensors or ()
+    )
 
 
 def _describe(details):

@@ -312,6 +312,13 @@ def test_quantize_float16(model_file, tmp_path, capsys):
         ([], "give --saved-model DIR and/or --tflite FILE"),
         (["--saved-model", "d", "--streaming"], "apply to --tflite only"),
         (["--tflite", "m.tflite", "--quantize", "int4"], "invalid choice"),
+        (["--tflite", "m.tflite", "--lstm-op", "fused"], "invalid choice"),
+        (["--saved-model", "d", "--lstm-op", "native"], "apply to --tflite only"),
+        (["--tflite", "m.tflite", "--quantize", "int8"], "go together"),
+        (
+            ["--tflite", "m.tflite", "--representative-data", "x.npy"],
+            "go together",
+        ),
     ],
 )
 def test_bad_arguments(model_file, capsys, args, message):
@@ -343,3 +350,60 @@ def test_compiled_model_exports_without_optimizer_warning(tmp_path, capsys):
         warnings.simplefilter("error")
         assert main(["export", str(path), "--tflite", str(tmp_path / "m.tflite")]) == 0
     assert "wrote" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def classic_file(tmp_path_factory):
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 2)),
+            FourGateLSTM(4, use_gate="classic"),
+            keras.layers.Dense(1),
+        ]
+    )
+    directory = tmp_path_factory.mktemp("classic")
+    model.save(directory / "classic.keras")
+    np.save(directory / "data.npy", np.random.default_rng(0).normal(size=(8, 6, 2)))
+    return model, directory
+
+
+def test_lstm_op_native(classic_file, capsys):
+    model, directory = classic_file
+    target = directory / "native.tflite"
+    args = ["export", str(directory / "classic.keras"), "--tflite", str(target)]
+    assert main([*args, "--lstm-op", "native"]) == 0
+    out = capsys.readouterr().out
+    assert f"layer '{model.layers[0].name}': UNIDIRECTIONAL_SEQUENCE_LSTM" in out
+    assert "WHILE" not in out
+    x = np.random.default_rng(1).normal(size=(1, 6, 2)).astype("float32")
+    np.testing.assert_allclose(TFLiteModel(target)(x), model(x), atol=1e-5)
+
+
+def test_lstm_op_native_refuses_a_projected_model(model_file, tmp_path, capsys):
+    _, path = model_file
+    args = ["export", path, "--tflite", str(tmp_path / "m.tflite")]
+    assert main([*args, "--lstm-op", "native"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: export_tflite: lstm_op='native' cannot turn layer")
+    assert err.count("\n") == 1 and not (tmp_path / "m.tflite").exists()
+
+
+def test_quantize_int8_with_representative_data(classic_file, capsys):
+    model, directory = classic_file
+    target = directory / "int8.tflite"
+    args = ["export", str(directory / "classic.keras"), "--tflite", str(target)]
+    data = ["--representative-data", str(directory / "data.npy")]
+    assert main([*args, "--quantize", "int8", *data]) == 0
+    out = capsys.readouterr().out
+    assert "int8" in out and "UNIDIRECTIONAL_SEQUENCE_LSTM" in out
+
+
+def test_representative_data_that_is_not_npy(classic_file, tmp_path, capsys):
+    _, directory = classic_file
+    bad = tmp_path / "data.npy"
+    bad.write_text("not an array")
+    args = ["export", str(directory / "classic.keras"), "--tflite"]
+    args += [str(tmp_path / "m.tflite"), "--quantize", "int8"]
+    assert main([*args, "--representative-data", str(bad)]) == 1
+    assert "is not a .npy array" in capsys.readouterr().err

@@ -1,0 +1,335 @@
+"""TFLite's native LSTM op: which recurrent layers can become one, and how.
+
+TFLite has a builtin op for a whole textbook LSTM over a sequence,
+`UNIDIRECTIONAL_SEQUENCE_LSTM`. Full-integer quantization calibrates it
+without unrolling, and TFLite Micro, delegates and NPUs run it natively.
+Keras 3 exports an LSTM as a `WHILE` loop instead, and its own LSTM layer
+no longer asks for the op.
+
+The converter still fuses a `tf.function` that declares itself a Keras 2
+LSTM: its attributes `api_implements` (a name starting `lstm_`),
+`api_preferred_device`, `time_major` and `go_backwards`; its arguments
+`(inputs, init_h, init_c, kernel, recurrent_kernel, bias)` at fixed shapes
+(an `input_signature`: without one the converter crashes); its results
+`(last_output, outputs, new_h, new_c, runtime)`. It keeps only the first
+two, and turns the initial states, which must be constants, into variable
+tensors that the op updates: the file carries its states from one invoke to
+the next until they are reset.
+
+`plan` decides, layer by layer, which recurrent layers become the op;
+`NativeLSTM` and `NativeBidirectional` are the layers an export copy puts in
+their place.
+"""
+
+import dataclasses
+import uuid
+
+import keras
+
+from keras_lstm_gates.cell import FourGateLSTMCell
+
+# The TFLite op a native layer becomes, as `tflite_ops` names it.
+LSTM_OP = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Which op each recurrent layer of a model becomes.
+
+    Attributes:
+        native: The layers that become the native op (by `id`).
+        native_op_count: How many native ops the file must hold.
+        ops: For every recurrent layer, by name, what it becomes in the file:
+            `LSTM_OP` (twice, for a `Bidirectional`), `"WHILE"` or
+            `"unrolled"` (int8, whose calibrator cannot run a loop).
+    """
+
+    native: frozenset
+    ops: dict
+    native_op_count: int
+
+
+def plan(model, lstm_op, quantize):
+    """What each recurrent layer of `model` becomes under `lstm_op`.
+
+    `"native"`: every recurrent layer becomes the op, or one error names each
+    that cannot and why. `"auto"`: the layers that can become the op do so
+    where it is the better file: for `quantize="int8"`, where a loop would be
+    unrolled (a file that grows with the sequence and needs its length
+    fixed); in float, XNNPACK runs the loop faster (docs/performance.md).
+    `"loop"`: none does.
+    """
+    layers = list(recurrent_layers(model))
+    reasons = {id(layer): why_not_native(layer) for layer in layers}
+    if lstm_op == "native":
+        if not layers:
+            raise ValueError(
+                "export_tflite: lstm_op='native' turns LSTM layers into TFLite's "
+                f"{LSTM_OP}, but model '{model.name}' has no recurrent layer"
+            )
+        refused = [layer for layer in layers if reasons[id(layer)]]
+        if refused:
+            raise ValueError(
+                "export_tflite: lstm_op='native' cannot turn "
+                + "; ".join(
+                    f"layer '{layer.name}' ({type(layer).__name__}) into "
+                    f"TFLite's {LSTM_OP}: {reasons[id(layer)]}"
+                    for layer in refused
+                )
+                + ". Export with lstm_op='auto' to keep such layers as loops"
+            )
+    wanted = lstm_op == "native" or (lstm_op == "auto" and quantize == "int8")
+    native = frozenset(
+        id(layer) for layer in layers if wanted and not reasons[id(layer)]
+    )
+    loop = "unrolled" if quantize == "int8" else "WHILE"
+    ops = {}
+    count = 0
+    for layer in layers:
+        if id(layer) not in native:
+            ops[layer.name] = loop
+        elif isinstance(layer, keras.layers.Bidirectional):
+            ops[layer.name] = f"{LSTM_OP} x2 (forward, backward)"
+            count += 2
+        else:
+            ops[layer.name] = LSTM_OP
+            count += 1
+    return Plan(native=native, ops=ops, native_op_count=count)
+
+
+def recurrent_layers(model):
+    """The recurrent layers of `model`, nested models included; a
+    `Bidirectional` counts as one."""
+    for layer in getattr(model, "layers", None) or []:
+        if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
+            yield layer
+        elif getattr(layer, "layers", None):
+            yield from recurrent_layers(layer)
+
+
+def why_not_native(layer):
+    """Why `layer` cannot become the native op, or `None` if it can."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        for inner in (layer.forward_layer, layer.backward_layer):
+            reason = _why_not_native_rnn(inner)
+            if reason:
+                return reason
+    else:
+        reason = _why_not_native_rnn(layer)
+        if reason:
+            return reason
+    return _why_not_native_call(layer)
+
+
+def _why_not_native_rnn(layer):
+    cell = getattr(layer, "cell", None)
+    if isinstance(cell, FourGateLSTMCell):
+        if cell.use_gate != "classic":
+            return (
+                f"its Use gate is {cell.use_gate!r}, and the op computes the "
+                "textbook LSTM's (train with use_gate='classic' for a native "
+                "export)"
+            )
+    elif not isinstance(cell, keras.layers.LSTMCell):
+        return (
+            f"its cell is a {type(cell).__name__}, and the op computes an LSTM "
+            "(a FourGateLSTM with use_gate='classic' or a keras.layers.LSTM)"
+        )
+    activation = _name(cell.activation)
+    recurrent = _name(cell.recurrent_activation)
+    if activation != "tanh" or recurrent != "sigmoid":
+        return (
+            f"its activations are {activation} and {recurrent}, and the op "
+            "computes tanh and sigmoid"
+        )
+    if layer.return_state:
+        return "it returns its states (return_state=True), and the op gives only its outputs"
+    if layer.stateful:
+        return "it is stateful"
+    return None
+
+
+def _why_not_native_call(layer):
+    """Why the way `layer` is called rules the op out (a mask, a state)."""
+    for node in getattr(layer, "_inbound_nodes", None) or []:
+        arguments = node.arguments
+        mask = arguments.kwargs.get("mask")
+        tensors = [t for t in arguments.keras_tensors if t is not mask]
+        if mask is not None or any(
+            getattr(t, "_keras_mask", None) is not None for t in tensors
+        ):
+            return (
+                "it reads a mask (an Embedding's mask_zero=True or a Masking "
+                "layer), which the op cannot express: it runs every step"
+            )
+        if len(tensors) > 1 or arguments.kwargs.get("initial_state") is not None:
+            return "it is given an initial state, and the op starts from zeros"
+    return None
+
+
+def _name(activation):
+    return getattr(activation, "__name__", str(activation))
+
+
+class NativeLSTM(keras.layers.Layer):
+    """The textbook LSTM over a sequence, traced as a function the TFLite
+    converter turns into one `UNIDIRECTIONAL_SEQUENCE_LSTM` op.
+
+    Made from a layer `plan` accepted (a classic `FourGateLSTM`, a
+    `keras.layers.LSTM`), with the same weights in the same order, so that
+    an export copy takes the model's weights as they are. The function's body
+    is the same LSTM in TensorFlow ops: what the SavedModel computes.
+    """
+
+    def __init__(self, source, **kwargs):
+        super().__init__(name=source.name, dtype="float32", **kwargs)
+        cell = source.cell
+        self.units = cell.units
+        self.return_sequences = source.return_sequences
+        self.go_backwards = source.go_backwards
+        self._shapes = [tuple(w.shape) for w in cell.weights]
+        self._use_bias = cell.use_bias
+        self._functions = {}
+
+    def build(self, input_shape):
+        names = ["kernel", "recurrent_kernel", "bias"][: len(self._shapes)]
+        self.kernel, self.recurrent_kernel, *bias = [
+            self.add_weight(shape=shape, initializer="zeros", name=name)
+            for name, shape in zip(names, self._shapes)
+        ]
+        self.bias = bias[0] if bias else None
+
+    def compute_output_shape(self, input_shape):
+        if self.return_sequences:
+            return (input_shape[0], input_shape[1], self.units)
+        return (input_shape[0], self.units)
+
+    def call(self, inputs, mask=None):
+        import tensorflow as tf
+
+        if mask is not None:
+            raise ValueError(
+                f"export_tflite: layer '{self.name}' reads a mask, which TFLite's "
+                f"{LSTM_OP} cannot express; export with lstm_op='loop'"
+            )
+        inputs = tf.cast(inputs, tf.float32)
+        batch = inputs.shape[0]
+        kernel = tf.convert_to_tensor(self.kernel.value)
+        recurrent_kernel = tf.convert_to_tensor(self.recurrent_kernel.value)
+        if self.bias is None:
+            bias = tf.zeros((4 * self.units,))
+        else:
+            bias = tf.convert_to_tensor(self.bias.value)
+        # Two constants: the converter makes each a variable tensor of the op.
+        init_stm = tf.zeros((batch, self.units))
+        init_ltm = tf.zeros((batch, self.units))
+        last, outputs, _, _, _ = self._function(tuple(inputs.shape))(
+            inputs, init_stm, init_ltm, kernel, recurrent_kernel, bias
+        )
+        return outputs if self.return_sequences else last
+
+    def _function(self, shape):
+        import tensorflow as tf
+
+        if shape not in self._functions:
+            units = self.units
+            signature = [
+                tf.TensorSpec(shape, tf.float32),
+                tf.TensorSpec((shape[0], units), tf.float32),
+                tf.TensorSpec((shape[0], units), tf.float32),
+                tf.TensorSpec((shape[-1], 4 * units), tf.float32),
+                tf.TensorSpec((units, 4 * units), tf.float32),
+                tf.TensorSpec((4 * units,), tf.float32),
+            ]
+            go_backwards = self.go_backwards
+
+            def textbook_lstm(inputs, init_stm, init_ltm, kernel, recurrent, bias):
+                return _textbook_lstm(
+                    inputs, init_stm, init_ltm, kernel, recurrent, bias, go_backwards
+                )
+
+            self._functions[shape] = tf.function(
+                textbook_lstm,
+                input_signature=signature,
+                autograph=False,
+                experimental_attributes={
+                    "api_implements": f"lstm_{uuid.uuid4()}",
+                    "api_preferred_device": "CPU",
+                    "time_major": False,
+                    "go_backwards": go_backwards,
+                },
+            )
+        return self._functions[shape]
+
+
+def _textbook_lstm(
+    inputs, init_stm, init_ltm, kernel, recurrent_kernel, bias, go_backwards
+):
+    """The classic cell over a batch-major sequence, Keras 2's results."""
+    import tensorflow as tf
+
+    from keras_lstm_gates._fused.gates import classic_step
+    from keras_lstm_gates._fused.gates import loop_order
+
+    units = recurrent_kernel.shape[0]
+    w = loop_order(kernel, units)
+    r = loop_order(recurrent_kernel, units)
+    b = loop_order(bias, units)
+    events = tf.transpose(inputs, [1, 0, 2])
+    if go_backwards:
+        events = tf.reverse(events, [0])
+
+    def step(state, event):
+        stm, ltm = state
+        z = tf.matmul(event, w) + tf.matmul(stm, r) + b
+        _, _, ltm, _, stm = classic_step(z, ltm, axis=1)  # Learn, Forget, Remember, Use
+        return stm, ltm
+
+    stms, ltms = tf.scan(step, events, initializer=(init_stm, init_ltm))
+    runtime = tf.constant(0.0)  # Keras 2's "which kernel ran"; unused
+    return stms[-1], tf.transpose(stms, [1, 0, 2]), stms[-1], ltms[-1], runtime
+
+
+class NativeBidirectional(keras.layers.Layer):
+    """A `Bidirectional` of two `NativeLSTM`s, merged as Keras merges them."""
+
+    def __init__(self, source, **kwargs):
+        super().__init__(name=source.name, dtype="float32", **kwargs)
+        self.forward_layer = NativeLSTM(source.forward_layer)
+        self.backward_layer = NativeLSTM(source.backward_layer)
+        self.merge_mode = source.merge_mode
+        self.return_sequences = source.return_sequences
+
+    def build(self, input_shape):
+        self.forward_layer.build(input_shape)
+        self.backward_layer.build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = self.forward_layer.compute_output_shape(input_shape)
+        if self.merge_mode == "concat":
+            return shape[:-1] + (2 * shape[-1],)
+        if self.merge_mode is None:
+            return [shape, shape]
+        return shape
+
+    def call(self, inputs, mask=None):
+        forward = self.forward_layer(inputs, mask=mask)
+        backward = self.backward_layer(inputs, mask=mask)
+        if self.return_sequences:
+            backward = keras.ops.flip(backward, axis=1)  # back in time order
+        if self.merge_mode == "concat":
+            return keras.ops.concatenate([forward, backward], axis=-1)
+        if self.merge_mode == "sum":
+            return forward + backward
+        if self.merge_mode == "ave":
+            return (forward + backward) / 2
+        if self.merge_mode == "mul":
+            return forward * backward
+        return [forward, backward]
+
+
+def native_layer(layer):
+    """The layer an export copy puts in place of `layer`, with its weights."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return NativeBidirectional(layer)
+    return NativeLSTM(layer)
