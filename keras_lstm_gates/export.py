@@ -186,8 +186,9 @@ def export_tflite(
 
     The file runs on a stock LiteRT / TFLite runtime: it has no Flex
     (Select-TF) ops, and the export fails with a clear error if the model
-    cannot be converted without them. The recurrent loop becomes a TFLite
-    `WHILE` loop at the fixed `batch_size`. A mixed-precision model is
+    cannot be converted without them. Each recurrent loop becomes a TFLite
+    `WHILE` loop at the fixed `batch_size`, or TFLite's native LSTM op
+    `UNIDIRECTIONAL_SEQUENCE_LSTM` (see `lstm_op`). A mixed-precision model is
     exported in float32 (TFLite has no bfloat16 ops; its weights are float32
     already).
 
@@ -220,6 +221,16 @@ def export_tflite(
             `batch_size` samples, used to calibrate the activations' ranges.
         streaming: If `True`, also write the `step` signature. Default:
             `False`.
+        lstm_op: What the recurrent layers become. `"native"`: TFLite's
+            native LSTM op, for every recurrent layer, or a `ValueError`
+            naming each layer that cannot be one and why (it must be a
+            classic `FourGateLSTM` or a `keras.layers.LSTM`, also in
+            `Bidirectional`, with tanh and sigmoid, no mask, no initial
+            state and no `return_state`). The op keeps its states in the
+            file between invokes: reset them before each sequence
+            (`TFLiteModel` does). `"loop"`: a `WHILE` loop (unrolled for
+            `"int8"`). `"auto"` (default): the native op where it pays, for
+            `quantize="int8"` (no unrolling), else the loop.
         overwrite: Whether to replace an existing file at `path`. Default:
             `False`.
 

@@ -82,7 +82,9 @@ class TFLiteModel:
     the signatures `export_tflite` writes: `serving_default` (the whole
     sequence in, the model's output out) and, for a streaming export, `step`
     (one time step and the recurrent states in, the output and the new states
-    out).
+    out). Each whole sequence starts from zero states: a file with TFLite's
+    native LSTM op keeps its states between invokes, and they are reset
+    before each call unless `reset=False` (chunked streaming).
 
     Args:
         path: Path of a `.tflite` file.
