@@ -15,6 +15,7 @@ import shlex
 import sys
 import tarfile
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -49,6 +50,9 @@ INPUT_ERRORS = (ValueError, TypeError, OSError)
 
 # How the plots and tables name the two recurrent layers.
 MODEL_NAMES = {"four_gate": "FourGateLSTM", "keras_lstm": "keras.layers.LSTM"}
+
+# The choices of `--use-gate`, the lesson's first (FourGateLSTM's `use_gate`).
+USE_GATES = ("projected", "classic")
 
 # Samples and epochs of a `--quick` smoke run.
 QUICK_SAMPLES = 400
@@ -85,6 +89,14 @@ def build_parser(task, description, *, epochs, batch_size, units):
     )
     parser.add_argument(
         "--units", type=positive_int, default=units, help="size of the LSTM state"
+    )
+    parser.add_argument(
+        "--use-gate",
+        choices=USE_GATES,
+        default="projected",
+        help="FourGateLSTM's Use gate: the lesson's (projected: a learned "
+        "projection of the Forget gate's output) or the textbook LSTM's "
+        "(classic: exactly keras.layers.LSTM)",
     )
     parser.add_argument(
         "--seed",
@@ -543,7 +555,9 @@ def print_table(title, rows):
         print(f"  {name:<{width}}  {shown}")
 
 
-def export_model(model, output_dir, *, streaming=False, saved_model=True):
+def export_model(
+    model, output_dir, *, streaming=False, saved_model=True, lstm_op="auto"
+):
     """Exports `model` as a SavedModel and a TFLite file in `output_dir`.
 
     Args:
@@ -554,10 +568,13 @@ def export_model(model, output_dir, *, streaming=False, saved_model=True):
             that takes one time step at a time.
         saved_model: Whether to write the SavedModel (the text examples
             write their own, which takes raw strings).
+        lstm_op: `export_tflite`'s `lstm_op`: `"native"` makes each LSTM
+            TFLite's own LSTM op, `"auto"` keeps float32 loops.
 
     Returns:
         A dict for `metrics.json`: the paths, the TFLite file's size, its
-        ops and its measured largest difference from the Keras model.
+        ops, what each recurrent layer became in it and its measured
+        largest difference from the Keras model.
     """
     from keras_lstm_gates.export import export_saved_model
     from keras_lstm_gates.export import export_tflite
@@ -573,17 +590,56 @@ def export_model(model, output_dir, *, streaming=False, saved_model=True):
         path = export_saved_model(model, output_dir / "saved_model", overwrite=True)
         results["saved_model"] = str(path)
     report = export_tflite(
-        model, output_dir / "model.tflite", streaming=streaming, overwrite=True
+        model,
+        output_dir / "model.tflite",
+        streaming=streaming,
+        lstm_op=lstm_op,
+        overwrite=True,
     )
     results.update(
         tflite=str(report.path),
         tflite_size_bytes=int(report.size_bytes),
         tflite_ops=sorted(report.ops),
+        tflite_recurrent_ops=dict(report.recurrent_ops),
         tflite_max_abs_diff=float(report.max_abs_diff),
     )
     if streaming:
         results["tflite_step_max_abs_diff"] = float(report.step_max_abs_diff)
     return results
+
+
+def run_tflite(path, inputs):
+    """Runs a TFLite file of batch size 1 on each of `inputs`, one invoke
+    each, in one thread.
+
+    Args:
+        path: The `.tflite` file.
+        inputs: The inputs, `(n, ...)`.
+
+    Returns:
+        `(outputs, latency_us)`: the `n` outputs, stacked, and the fastest
+        invoke in microseconds (the one least disturbed by whatever else the
+        machine runs).
+    """
+    from keras_lstm_gates import TFLiteModel
+
+    tflite = TFLiteModel(path, num_threads=1)
+    tflite(inputs[:1])  # the first invoke allocates the tensors
+    outputs, seconds = [], []
+    for one in inputs:
+        start = time.perf_counter()
+        outputs.append(tflite(one[None]))
+        seconds.append(time.perf_counter() - start)
+    return np.concatenate(outputs), 1e6 * min(seconds)
+
+
+def print_columns(title, header, rows):
+    """Prints `rows` of strings as a table under `title`, `header` first."""
+    rows = [header, *rows]
+    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+    print(f"\n{title}")
+    for row in rows:
+        print("  " + "  ".join(f"{v:<{w}}" for v, w in zip(row, widths)).rstrip())
 
 
 def plot_history(histories, path):

@@ -14,6 +14,7 @@ and export a SavedModel that takes raw text.
 
     python examples/sentiment.py                      # IMDB, downloads 80 MB once
     python examples/sentiment.py --csv reviews.csv --compare-keras-lstm  # any two-class CSV
+    python examples/sentiment.py --use-gate classic   # the textbook LSTM cell
 
 or as the notebook `examples/sentiment.ipynb`, the same code paired by jupytext
 (its settings are in the last section, "Run it").
@@ -104,13 +105,16 @@ def load_dataset(args):
 # An embedding of the token ids (id 0, the padding, is masked, so the LSTM
 # skips it), the `FourGateLSTM`, whose last short-term memory sums up the
 # review, dropout, and one sigmoid unit: the probability that the review is
-# `classes[1]` (`positive`).
+# `classes[1]` (`positive`). `use_gate` (`--use-gate`) picks the cell's Use
+# gate: `"projected"`, the lesson's, or `"classic"`, the textbook LSTM's.
 
 
 # %%
-def build_model(vocabulary_size, sequence_length, units, recurrent="four_gate"):
+def build_model(
+    vocabulary_size, sequence_length, units, recurrent="four_gate", use_gate="projected"
+):
     if recurrent == "four_gate":
-        rnn = FourGateLSTM(units, name="four_gate_lstm")
+        rnn = FourGateLSTM(units, use_gate=use_gate, name="four_gate_lstm")
     else:
         rnn = keras.layers.LSTM(units, name="keras_lstm")
     model = keras.Sequential(
@@ -145,7 +149,11 @@ def train_model(kind, vectorizer, ids, labels, args):
     """Builds and trains one model; returns `(model, history)`."""
     keras.utils.set_random_seed(args.seed)
     model = build_model(
-        vectorizer.vocabulary_size, vectorizer.sequence_length, args.units, kind
+        vectorizer.vocabulary_size,
+        vectorizer.sequence_length,
+        args.units,
+        kind,
+        args.use_gate,
     )
     history = common.train(
         model, (ids["train"], labels["train"]), (ids["val"], labels["val"]), args, kind
@@ -212,7 +220,8 @@ def explain_gates(model, vectorizer, text, label, classes, path):
 # `model.keras` resumes training; the SavedModel's `serving_default` takes raw
 # strings (the tokeniser runs inside the graph, checked against the Keras model
 # on test texts); the TFLite file takes token ids, with `vocabulary.txt` beside
-# it.
+# it. Its LSTM is a `WHILE` loop, whatever `--use-gate`: TFLite's own LSTM op
+# runs every step, and this one must skip the padding, by its mask.
 
 
 # %%
@@ -304,6 +313,7 @@ def main(argv=None):
         sequence_length=vectorizer.sequence_length,
         units=args.units,
         epochs_trained=len(histories["four_gate"].history["loss"]),
+        use_gate=args.use_gate,
         **exports,
     )
     common.write_metrics(metrics, output_dir)

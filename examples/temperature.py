@@ -15,6 +15,7 @@ package, so this works offline; `--help` lists every flag):
 
     python examples/temperature.py
     python examples/temperature.py --horizon 3 --compare-keras-lstm
+    python examples/temperature.py --use-gate classic   # the textbook LSTM cell
     python examples/temperature.py --data jena          # downloads 13 MB once
     python examples/temperature.py --csv my.csv --time-column time --target-column temp
 
@@ -44,6 +45,7 @@ import pandas as pd
 import tensorflow as tf
 
 from keras_lstm_gates import FourGateLSTM
+from keras_lstm_gates import export_tflite
 from keras_lstm_gates import trace_gates
 from keras_lstm_gates.datasets import load_greensboro_weather
 
@@ -60,6 +62,8 @@ QUICK_ROWS = 1000
 # Chronological split: the first 70 % trains, the next 15 % validates, the
 # last 15 % tests.
 SPLITS = (0.70, 0.15, 0.15)
+# Training windows that calibrate the int8 file's ranges.
+CALIBRATION_WINDOWS = 300
 
 # %% [markdown]
 # ## Load the data
@@ -192,14 +196,25 @@ def scaling_stats(train_part, feature_columns, train):
 # by a `Normalization` layer holding the training part's mean and variance;
 # the change comes out in the target's own units, through a `Rescaling` layer.
 # So the exported model is used on a phone with no preprocessing code.
+#
+# `use_gate` (`--use-gate`) picks the cell's Use gate: `"projected"`, the
+# lesson's, or `"classic"`, the textbook LSTM's, which TFLite runs as its own
+# LSTM op (see the export).
 
 
 # %%
-def build_model(input_shape, stats, units, recurrent="four_gate", learning_rate=3e-3):
+def build_model(
+    input_shape,
+    stats,
+    units,
+    recurrent="four_gate",
+    learning_rate=3e-3,
+    use_gate="projected",
+):
     mean, variance, target_mean, target_std = stats
     # A fixed name: the TFLite `step` signature names its states after it.
     if recurrent == "four_gate":
-        rnn = FourGateLSTM(units, name="four_gate_lstm")
+        rnn = FourGateLSTM(units, use_gate=use_gate, name="four_gate_lstm")
     else:
         rnn = keras.layers.LSTM(units, name="keras_lstm")
     model = keras.Sequential(
@@ -237,15 +252,16 @@ def train_model(kind, strategy, train, val, stats, args):
     it.
     """
     keras.utils.set_random_seed(args.seed)
+    settings = dict(units=args.units, recurrent=kind, use_gate=args.use_gate)
     with strategy.scope():
-        model = build_model(train[0].shape[1:], stats, args.units, kind)
+        model = build_model(train[0].shape[1:], stats, **settings)
     # The targets: the change from the last reading.
     train, val = ((x, y - last) for x, y, last in (train, val))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         history = distributed.fit_across_workers(model, strategy, train, val, args)
     else:
         history = common.train(model, train, val, args, kind)
-    copy = build_model(train[0].shape[1:], stats, args.units, kind)
+    copy = build_model(train[0].shape[1:], stats, **settings)
     copy.set_weights(model.get_weights())
     # The optimizer's state too, so that the saved model resumes training
     # where this one stopped (and loads without Keras's warning about it).
@@ -353,19 +369,137 @@ def explain_gates(model, window, times, predicted, truth, target_column, path):
 # %% [markdown]
 # ## Export
 #
-# `model.keras` resumes training; the SavedModel serves; the TFLite file has the
-# streaming `step` signature that takes one reading at a time with the two
-# memories as its states, and its largest difference from Keras is measured.
+# `model.keras` resumes training; the SavedModel serves; `model.tflite`, in
+# float32, takes raw readings and has the streaming `step` signature that takes
+# one reading at a time with the two memories as its states, and its largest
+# difference from Keras is measured.
+#
+# `model_int8.tflite` is the model in int8, weights and activations, for
+# microcontrollers and integer-only accelerators (NPUs); its ranges are
+# calibrated on a few hundred training windows. int8 quantizes its input with
+# one scale for every feature, and the raw readings do not share one (the
+# pressure near 1000 mbar, the hour's sine between -1 and 1): the hour and the
+# temperature itself would be lost in the rounding. So the int8 file is the model after its
+# `Normalization` layer, and reads scaled readings, `(reading - mean) / std`,
+# with the mean and standard deviation `metrics.json` holds.
+#
+# What the LSTM becomes in a file depends on its Use gate. TFLite has one op for
+# a whole textbook LSTM, `UNIDIRECTIONAL_SEQUENCE_LSTM`: with `--use-gate
+# classic`, both files hold it, one op for the whole window, and the int8 file
+# is the smallest, whatever the window's length. The lesson's projected Use
+# gate is not that op: the float32 file runs the cell in a `WHILE` loop, and
+# int8, whose calibration cannot run a loop, unrolls it: one copy of the step
+# per reading, so the file grows with `--window`. Run the tutorial with each
+# `--use-gate` to set the two cells' files side by side.
 
 
 # %%
-def export(model, output_dir, chief):
-    """Saves the model and, on the chief, exports it; returns the exports'
-    paths and measured parity."""
+def export(model, train_inputs, test, output_dir, chief):
+    """Saves the model and, on the chief, exports it in float32 and int8;
+    returns the exports' paths, scaling and measurements."""
     model.save(output_dir / "model.keras")
     if not chief:
         return {}
-    return common.export_model(model, output_dir, streaming=True)
+    # The textbook cell becomes TFLite's own LSTM op; the lesson's, a loop.
+    classic = model.get_layer("four_gate_lstm").cell.use_gate == "classic"
+    exports = common.export_model(
+        model, output_dir, streaming=True, lstm_op="native" if classic else "auto"
+    )
+    # int8 reads scaled readings: the model after its Normalization layer,
+    # calibrated on training windows spread over the training part.
+    normalization = model.layers[0]
+    scaled_model = keras.Sequential(
+        [keras.Input(model.input_shape[1:]), *model.layers[1:]],
+        name=f"{model.name}_on_scaled_readings",
+    )
+    picked = np.linspace(0, len(train_inputs) - 1, CALIBRATION_WINDOWS).astype(int)
+    int8 = export_tflite(
+        scaled_model,
+        output_dir / "model_int8.tflite",
+        quantize="int8",
+        representative_data=keras.ops.convert_to_numpy(
+            normalization(train_inputs[np.unique(picked)])
+        ),
+        overwrite=True,
+    )
+    files = compare_tflite_files(
+        {
+            "model.tflite": (
+                exports["tflite"],
+                exports["tflite_recurrent_ops"],
+                test[0],
+            ),
+            "model_int8.tflite": (
+                int8.path,
+                int8.recurrent_ops,
+                keras.ops.convert_to_numpy(normalization(test[0])),
+            ),
+        },
+        model,
+        test,
+    )
+    return {
+        **exports,
+        "tflite_int8": str(int8.path),
+        "tflite_int8_input_mean": np.ravel(normalization.mean).tolist(),
+        "tflite_int8_input_std": np.sqrt(np.ravel(normalization.variance)).tolist(),
+        "tflite_files": files,
+    }
+
+
+# %% [markdown]
+# The table runs each file on the test windows, one window per invoke, as a
+# phone would: its size, its largest difference from the Keras model and its
+# test MAE (both in the target's units: compare them with the MAE above), and
+# its fastest invoke. Pick float32 for a phone's CPU, where it is closest to
+# Keras; pick int8 where the target runs integers only, or where the file's size
+# counts, if its test MAE is as good. The latency column says whether int8 is
+# also faster here: on a desktop CPU, TFLite's float32 kernels are fast too, and
+# int8 pays off mostly on hardware built for it.
+
+
+# %%
+def compare_tflite_files(files, model, test):
+    """Measures TFLite files on the test windows and prints them as a table.
+
+    Args:
+        files: Dict from a file's name to `(path, recurrent_ops, inputs)`:
+            what its LSTM became (its export's report) and the test windows
+            as it reads them.
+        model: The Keras model the files were exported from.
+        test: The test windows, `(inputs, targets, last_values)`.
+
+    Returns:
+        Dict from a file's name to what the table shows.
+    """
+    expected = model.predict(test[0], verbose=0)
+    results = {}
+    for name, (path, recurrent_ops, inputs) in files.items():
+        outputs, latency_us = common.run_tflite(path, inputs)
+        results[name] = {
+            "op": ", ".join(recurrent_ops.values()),
+            "size_bytes": Path(path).stat().st_size,
+            "max_abs_diff": float(np.max(np.abs(outputs - expected))),
+            "test_mae": float(np.mean(np.abs(test[2] + outputs[:, 0] - test[1]))),
+            "latency_us": latency_us,
+        }
+    common.print_columns(
+        f"The TFLite files on the {len(test[0])} test windows (batch size 1, "
+        "one thread; latency: the fastest invoke)",
+        ("file", "LSTM as", "size", "max |TFLite - Keras|", "test MAE", "latency"),
+        [
+            (
+                name,
+                row["op"],
+                f"{row['size_bytes'] / 1024:.1f} KB",
+                f"{row['max_abs_diff']:.2g}",
+                f"{row['test_mae']:.4f}",
+                f"{row['latency_us']:.0f} µs",
+            )
+            for name, row in results.items()
+        ],
+    )
+    return results
 
 
 # %% [markdown]
@@ -502,7 +636,7 @@ def main(argv=None):
         )
 
     # Export.
-    exports = export(model, output_dir, chief)
+    exports = export(model, train[0], test, output_dir, chief)
 
     metrics.update(
         target_column=target_column,
@@ -510,6 +644,7 @@ def main(argv=None):
         window=args.window,
         horizon=args.horizon,
         units=args.units,
+        use_gate=args.use_gate,
         num_train=len(train[0]),
         num_val=len(val[0]),
         num_test=len(test[0]),

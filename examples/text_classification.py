@@ -15,6 +15,7 @@ raw text.
 
     python examples/text_classification.py            # AG News, downloads 30 MB once
     python examples/text_classification.py --csv news.csv --compare-keras-lstm  # any multi-class CSV
+    python examples/text_classification.py --use-gate classic   # the textbook LSTM cell
 
 or as the notebook `examples/text_classification.ipynb`, the same code paired by
 jupytext (its settings are in the last section, "Run it").
@@ -123,15 +124,21 @@ def load_dataset(args):
 # skips it), the `FourGateLSTM`, whose last short-term memory sums up the
 # news item, dropout, and a softmax over the classes: output `k` is the
 # probability of `classes[k]` (for `--csv`, integer labels in numeric order,
-# names in alphabetical order).
+# names in alphabetical order). `use_gate` (`--use-gate`) picks the cell's Use
+# gate: `"projected"`, the lesson's, or `"classic"`, the textbook LSTM's.
 
 
 # %%
 def build_model(
-    vocabulary_size, sequence_length, num_classes, units, recurrent="four_gate"
+    vocabulary_size,
+    sequence_length,
+    num_classes,
+    units,
+    recurrent="four_gate",
+    use_gate="projected",
 ):
     if recurrent == "four_gate":
-        rnn = FourGateLSTM(units, name="four_gate_lstm")
+        rnn = FourGateLSTM(units, use_gate=use_gate, name="four_gate_lstm")
     else:
         rnn = keras.layers.LSTM(units, name="keras_lstm")
     model = keras.Sequential(
@@ -171,6 +178,7 @@ def train_model(kind, vectorizer, ids, labels, args):
         len(args.classes),
         args.units,
         kind,
+        args.use_gate,
     )
     history = common.train(
         model, (ids["train"], labels["train"]), (ids["val"], labels["val"]), args, kind
@@ -237,7 +245,8 @@ def explain_gates(model, vectorizer, text, label, classes, path):
 # `model.keras` resumes training; the SavedModel's `serving_default` takes raw
 # strings (the tokeniser runs inside the graph, checked against the Keras model
 # on test texts); the TFLite file takes token ids, with `vocabulary.txt` beside
-# it.
+# it. Its LSTM is a `WHILE` loop, whatever `--use-gate`: TFLite's own LSTM op
+# runs every step, and this one must skip the padding, by its mask.
 
 
 # %%
@@ -327,6 +336,7 @@ def main(argv=None):
         sequence_length=vectorizer.sequence_length,
         units=args.units,
         epochs_trained=len(histories["four_gate"].history["loss"]),
+        use_gate=args.use_gate,
         **exports,
     )
     common.write_metrics(metrics, output_dir)

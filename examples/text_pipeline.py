@@ -395,12 +395,31 @@ def export_text_model(model, vectorizer, probe_texts, output_dir):
     )
     expected = model.predict(vectorizer.transform(probe_texts), verbose=0)
     vectorizer.save_vocabulary(output_dir / "vocabulary.txt")
-    return {
+    results = {
         "saved_model": os.path.abspath(saved_model),
         "saved_model_max_abs_diff": float(np.max(np.abs(served - expected))),
         "vocabulary": os.path.abspath(output_dir / "vocabulary.txt"),
         **common.export_model(model, output_dir, saved_model=False),
     }
+    print_why_a_loop(model, results["tflite_recurrent_ops"])
+    return results
+
+
+def print_why_a_loop(model, recurrent_ops):
+    """Prints what each LSTM became in `model.tflite` (its export report's
+    `recurrent_ops`) and, for a loop, why it is not TFLite's own LSTM op."""
+    for name, op in recurrent_ops.items():
+        line = f"In model.tflite, layer '{name}' is {op}"
+        if op == "WHILE":
+            use_gate = getattr(model.get_layer(name).cell, "use_gate", "classic")
+            line += (
+                " (a loop), not TFLite's native UNIDIRECTIONAL_SEQUENCE_LSTM: it "
+                "reads the padding mask (Embedding(mask_zero=True)) to skip the "
+                "padding, and that op runs every step"
+            )
+            if use_gate != "classic":
+                line += f"; nor does the op compute the {use_gate} Use gate"
+        print(line)
 
 
 def check_data_flags(args):

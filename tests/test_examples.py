@@ -270,6 +270,29 @@ def test_help_shows_no_none_defaults(capsys):
     assert "(default: ~/.keras)" in shown and "(default: 1337)" in shown
 
 
+@pytest.mark.parametrize("module", [temperature, sentiment, text_classification])
+def test_use_gate_flag_picks_the_cell(module, capsys):
+    assert module.parse_args([])[1].use_gate == "projected"
+    assert module.parse_args(["--use-gate", "classic"])[1].use_gate == "classic"
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(["--use-gate", "textbook"])
+    assert exit_info.value.code == 2
+    assert "--use-gate: invalid choice: 'textbook'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("use_gate", ["projected", "classic"])
+@pytest.mark.parametrize("module", [temperature, sentiment, text_classification])
+def test_models_are_built_with_the_use_gate(module, use_gate):
+    if module is temperature:
+        stats = (np.zeros(3), np.ones(3), 0.0, 1.0)
+        model = module.build_model((12, 3), stats, 4, use_gate=use_gate)
+    elif module is sentiment:
+        model = module.build_model(50, 10, 4, use_gate=use_gate)
+    else:
+        model = module.build_model(50, 10, 3, 4, use_gate=use_gate)
+    assert model.get_layer("four_gate_lstm").cell.use_gate == use_gate
+
+
 @pytest.mark.parametrize("main", [sentiment.main, text_classification.main])
 def test_text_column_flags_need_csv(main, tmp_path, text_csv, capsys):
     # Without --csv they were ignored, and the default dataset downloaded.
@@ -946,9 +969,16 @@ def test_two_workers_train_to_the_same_weights(tmp_path):
     ]
     assert metrics[0]["test_mae"] == pytest.approx(metrics[1]["test_mae"], abs=1e-5)
     assert metrics[0]["distribute"] == "multiworker"
-    # Only the chief exports.
-    assert (tmp_path / "run" / "model.tflite").is_file()
-    assert not (tmp_path / "run-worker1" / "model.tflite").exists()
+    # Only the chief exports. The lesson's projected cell is a loop in both
+    # files (the classic one's native op: test_notebooks.py).
+    for name in ("model.tflite", "model_int8.tflite"):
+        assert (tmp_path / "run" / name).is_file()
+        assert not (tmp_path / "run-worker1" / name).exists()
+    files = metrics[0]["tflite_files"]
+    assert files["model.tflite"]["op"] == "WHILE"
+    assert files["model_int8.tflite"]["op"] == "unrolled"
+    assert re.search(r"model_int8\.tflite +unrolled +[0-9.]+ KB", outputs[0])
+    assert metrics[0]["use_gate"] == "projected"
 
 
 def test_mixed_precision_benchmark_reads_the_example_data():

@@ -25,6 +25,8 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from nbclient import NotebookClient
 
+from keras_lstm_gates import TFLiteModel
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -114,9 +116,14 @@ def docs_block(page, containing):
 
 
 def test_temperature_notebook_forecasts_and_exports(tmp_path, monkeypatch):
+    # With the textbook cell, which TFLite runs as its own LSTM op; the
+    # lesson's projected cell is exported by test_two_workers_train_to_the_same_weights.
     out = tmp_path / "run"
     notebook = run_notebook(
-        "temperature", monkeypatch, "--quick", "--units", "8", "--output-dir", str(out)
+        "temperature",
+        monkeypatch,
+        *["--quick", "--units", "8", "--use-gate", "classic"],
+        *["--output-dir", str(out)],
     )
     # Training curves, forecast, gates.
     assert len(figures(notebook)) == 3
@@ -152,7 +159,50 @@ def test_temperature_notebook_forecasts_and_exports(tmp_path, monkeypatch):
         warnings.simplefilter("always")
         loaded = keras.models.load_model(out / "model.keras")
     assert not [w for w in caught if "optimizer" in str(w.message)], caught
+    check_native_exports(out, saved, text, loaded)
     assert int(loaded.optimizer.iterations) == -(-saved["num_train"] // 64)
+    assert loaded.get_layer("four_gate_lstm").cell.use_gate == "classic"
+    assert saved["use_gate"] == "classic"
+
+
+def check_native_exports(out, saved, text, model):
+    """Both TFLite files of a classic model hold TFLite's native LSTM op, and
+    the printed table gives each file's size, error and latency."""
+    native = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+    assert saved["tflite_recurrent_ops"] == {"four_gate_lstm": native}
+    files = saved["tflite_files"]
+    assert list(files) == ["model.tflite", "model_int8.tflite"]
+    for name, row in files.items():
+        ops = TFLiteModel(out / name).ops
+        assert native in ops and "WHILE" not in ops
+        assert row["op"] == native
+        assert row["size_bytes"] == (out / name).stat().st_size
+        (line,) = [line for line in text.splitlines() if line.startswith(f"  {name} ")]
+        assert line.split()[1:] == [
+            native,
+            f"{row['size_bytes'] / 1024:.1f}",
+            "KB",
+            f"{row['max_abs_diff']:.2g}",
+            f"{row['test_mae']:.4f}",
+            f"{row['latency_us']:.0f}",
+            "µs",
+        ]
+        assert row["latency_us"] > 0
+    assert files["model.tflite"]["max_abs_diff"] < 1e-4
+    # int8: smaller, and about as good as the model on the test windows.
+    int8 = files["model_int8.tflite"]
+    assert int8["size_bytes"] < files["model.tflite"]["size_bytes"]
+    assert 0 < int8["max_abs_diff"] < 1.0
+    assert int8["test_mae"] == pytest.approx(saved["test_mae"], abs=0.05)
+    # It reads scaled readings, with the mean and std metrics.json holds.
+    mean = np.array(saved["tflite_int8_input_mean"], "float32")
+    std = np.array(saved["tflite_int8_input_std"], "float32")
+    assert mean.shape == std.shape == (len(saved["feature_columns"]),)
+    readings = mean + std * np.random.default_rng(0).normal(size=(1, 48, len(mean)))
+    readings = readings.astype("float32")
+    np.testing.assert_allclose(
+        model.layers[0](readings), (readings - mean) / std, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_sentiment_notebook_serves_raw_strings(tmp_path, monkeypatch):
@@ -190,6 +240,7 @@ def test_sentiment_notebook_serves_raw_strings(tmp_path, monkeypatch):
     assert len(vocabulary) == metrics["vocabulary_size"]
     assert (out / "model.tflite").is_file() and metrics["tflite_max_abs_diff"] < 1e-4
     assert (out / "confusion_matrix.png").is_file()
+    check_why_a_loop(printed(notebook), metrics, "projected")
     # The tutorials page's snippet, as written, in a fresh process.
     code = docs_block("tutorials.md", "runs/sentiment/saved_model")
     code = code.replace("runs/sentiment/saved_model", str(out / "saved_model"))
@@ -211,10 +262,14 @@ def test_text_classification_notebook_reports_every_class(tmp_path, monkeypatch)
     notebook = run_notebook(
         "text_classification",
         monkeypatch,
-        *["--quick", "--units", "8", "--csv", str(csv_path), "--output-dir", str(out)],
+        *["--quick", "--units", "8", "--use-gate", "classic"],
+        *["--csv", str(csv_path), "--output-dir", str(out)],
     )
     assert len(figures(notebook)) == 3
     metrics = json.loads((out / "metrics.json").read_text())
+    loaded = keras.models.load_model(out / "model.keras")
+    assert loaded.get_layer("four_gate_lstm").cell.use_gate == "classic"
+    check_why_a_loop(printed(notebook), metrics, "classic")
     labels = pd.read_csv(csv_path)["label"]
     assert metrics["classes"] == sorted(labels.unique())
     assert set(metrics["per_class"]) == set(metrics["classes"])
@@ -225,3 +280,16 @@ def test_text_classification_notebook_reports_every_class(tmp_path, monkeypatch)
     for name in ("model.keras", "model.tflite", "confusion_matrix.png", "gates.png"):
         assert (out / name).is_file(), name
     check_gate_paragraph(printed(notebook), metrics["gates"])
+
+
+def check_why_a_loop(text, metrics, use_gate):
+    """A text model's LSTM stays a loop in its TFLite file, and the run says
+    why: the padding mask (and a projected Use gate)."""
+    assert metrics["use_gate"] == use_gate
+    assert metrics["tflite_recurrent_ops"] == {"four_gate_lstm": "WHILE"}
+    assert (
+        "In model.tflite, layer 'four_gate_lstm' is WHILE (a loop), not TFLite's "
+        "native UNIDIRECTIONAL_SEQUENCE_LSTM: it reads the padding mask" in text
+    )
+    projected = "nor does the op compute the projected Use gate" in text
+    assert projected == (use_gate == "projected")
