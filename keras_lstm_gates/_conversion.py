@@ -171,13 +171,21 @@ def convert(saved_model_dir, model, batch_size, quantize, representative_data, s
         ) from None
 
 
+# The inputs of UNIDIRECTIONAL_SEQUENCE_LSTM that hold its states
+# (`output_state`, `cell_state`), as TFLite's schema numbers them.
+_NATIVE_STATE_INPUTS = (18, 19)
+
+
 def check_native_ops(content, plan, model):
     """Checks that every layer `plan` made native is one native op in the file.
 
     The converter falls back to converting the function's body, a loop,
     without a word when it cannot fuse it.
     """
+    from ai_edge_litert import schema_py_generated as schema
+
     from keras_lstm_gates.tflite import tflite_op_counts
+    from keras_lstm_gates.tflite import tflite_op_names
 
     found = tflite_op_counts(content).get(_native.LSTM_OP, 0)
     if found != plan.native_op_count:
@@ -187,6 +195,64 @@ def check_native_ops(content, plan, model):
             f"({plan.ops}), but the converter made {found}; export with "
             "lstm_op='loop'"
         )
+    # The converter merges equal constants: a gate's weights that are all
+    # zero, of the shape of the zero initial state (batch_size == units),
+    # become that state's variable tensor, which the op overwrites as it runs.
+    names = tflite_op_names(content)
+    parsed = schema.ModelT.InitFromPackedBuf(content, 0)
+    for graph in parsed.subgraphs or ():
+        for op in graph.operators or ():
+            if names[op.opcodeIndex] != _native.LSTM_OP:
+                continue
+            states = set(_NATIVE_STATE_INPUTS)
+            for slot, index in enumerate(op.inputs):
+                if slot in states or index < 0:
+                    continue
+                tensor = graph.tensors[index]
+                if tensor.isVariable:
+                    raise ValueError(
+                        f"export_tflite: TFLite's converter merged all-zero gate "
+                        f"weights of a native LSTM layer of model '{model.name}' "
+                        f"with its zero initial state (both of shape "
+                        f"{tuple(int(d) for d in tensor.shape)}), so the file "
+                        "would overwrite those weights as it runs; export with "
+                        "lstm_op='loop', or at a batch_size other than the "
+                        "layer's units"
+                    )
+
+
+def without_cell_clip(content):
+    """`content` with no clipping of the native LSTM ops' states.
+
+    The converter writes `cell_clip=10` into every op it fuses (TF 2.21's
+    `ConvertKerasLSTMLayer`), so the file would clip the long-term memory to
+    [-10, 10], where Keras lets it grow: a memory that climbs past 10 and
+    comes back gives another output. Zero means no clip; the float is
+    overwritten where it lies in the flatbuffer, nothing else moves.
+    """
+    import struct
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    from keras_lstm_gates.tflite import tflite_op_names
+
+    data = bytearray(content)
+    names = tflite_op_names(content)
+    model = schema.Model.GetRootAs(data, 0)
+    options = schema.UnidirectionalSequenceLSTMOptions()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for k in range(graph.OperatorsLength()):
+            op = graph.Operators(k)
+            if names[op.OpcodeIndex()] != _native.LSTM_OP:
+                continue
+            table = op.BuiltinOptions()
+            options.Init(table.Bytes, table.Pos)
+            for slot in (6, 8):  # cell_clip, proj_clip
+                offset = options._tab.Offset(slot)
+                if offset:
+                    struct.pack_into("<f", data, table.Pos + offset, 0.0)
+    return bytes(data)
 
 
 def check_builtin_only(ops):

@@ -287,6 +287,8 @@ def export_tflite(
         content = _conversion.convert(
             workdir, converted, batch_size, quantize, representative_data, step
         )
+    if plan.native:
+        content = _conversion.without_cell_clip(content)
     ops = tflite_ops(content)
     _conversion.check_builtin_only(ops)
     _conversion.check_native_ops(content, plan, model)

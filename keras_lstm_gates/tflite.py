@@ -46,13 +46,22 @@ def tflite_ops(content: bytes) -> frozenset:
     return frozenset(_op_name(code) for code in model.operatorCodes or ())
 
 
+def tflite_op_names(content: bytes) -> list:
+    """The op name of each entry of a `.tflite` file's operator table, in
+    order: an operator's `opcode_index` indexes it."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    return [_op_name(code) for code in model.operatorCodes or ()]
+
+
 def tflite_op_counts(content: bytes) -> dict:
     """How many times each operator appears in a `.tflite` file, over every
     subgraph: `{"UNIDIRECTIONAL_SEQUENCE_LSTM": 2, ...}`."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(content, 0)
-    names = [_op_name(code) for code in model.operatorCodes or ()]
+    names = tflite_op_names(content)
     counts = {}
     for graph in model.subgraphs or ():
         for op in graph.operators or ():

@@ -424,3 +424,43 @@ def test_tflite_micro_carries_the_native_state_without_reset(tmp_path):
         outputs.append(micro.get_output(0).copy())
     np.testing.assert_allclose(outputs[0], _keras(model, x), atol=1e-5)
     assert np.max(np.abs(outputs[1] - outputs[0])) > 1e-3
+
+
+def test_long_term_memory_past_ten_is_not_clipped(tmp_path):
+    """The converter asks the op to clip LTM to [-10, 10]; Keras does not.
+
+    One unit whose gates are all open: LTM climbs by about 1 a step past
+    14, then falls back to about 4, where tanh(LTM) tells it from the
+    clipped memory, back down from 10 to about 0.
+    """
+    time = 25
+    model = keras.Sequential(
+        [keras.Input((time, 1)), keras.layers.LSTM(1, return_sequences=True)]
+    )
+    kernel = np.array([[0.1, 0.1, 3.0, 0.1]], "float32")  # i, f, c (N), o
+    recurrent = np.full((1, 4), 0.01, "float32")
+    bias = np.array([6.0, 6.0, 0.0, 6.0], "float32")
+    model.layers[0].set_weights([kernel, recurrent, bias])
+    x = np.concatenate([np.ones(15), -np.ones(10)]).reshape(1, time, 1)
+    x = x.astype("float32")
+    expected = _keras(model, x)
+    assert expected[0, -1, 0] > 0.99  # tanh(about 4.4)
+    report = export_tflite(model, tmp_path / "clip.tflite", lstm_op="native")
+    assert report.recurrent_ops == {model.layers[0].name: LSTM_OP}
+    np.testing.assert_allclose(TFLiteModel(report.path)(x), expected, atol=1e-5)
+
+
+def test_zero_weights_the_converter_merges_with_the_state_are_refused(tmp_path):
+    """TF 2.21's converter merges equal constants: all-zero recurrent
+    weights of shape (units, units) become the zero initial state's
+    variable tensor when batch_size == units, and the op would overwrite
+    them. The export refuses the file instead of writing a wrong one."""
+    model = _sequential(keras.layers.LSTM(2))
+    kernel, recurrent, bias = model.layers[0].get_weights()
+    model.layers[0].set_weights([kernel, np.zeros_like(recurrent), bias])
+    with pytest.raises(ValueError, match="merged all-zero gate weights"):
+        export_tflite(model, tmp_path / "x.tflite", lstm_op="native", batch_size=2)
+    assert not (tmp_path / "x.tflite").exists()
+    # At another batch size the shapes differ, and the file is right.
+    report = export_tflite(model, tmp_path / "y.tflite", lstm_op="native")
+    assert report.max_abs_diff < 1e-5
