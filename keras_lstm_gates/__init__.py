@@ -11,7 +11,7 @@ The public API:
 - `TFLiteModel`: run an exported `.tflite` file, whole sequence or step by step.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # First: for our command lines, it imports TensorFlow without its C++ start-up log.
 from keras_lstm_gates import _startup_log  # noqa: F401

@@ -69,6 +69,40 @@ def test_deploy_snippets_run(tmp_path, monkeypatch):
     assert np.shape(namespace["forecast"]) == (1, 1)
 
 
+def test_deploy_native_op_snippets_run(tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    from keras_lstm_gates import FourGateLSTM
+
+    blocks = _python_blocks(_docs_page("deploy.md"))
+    (native,) = [b for b in blocks if 'lstm_op="native"' in b and "report" in b]
+    (chunks,) = [b for b in blocks if "reset=False" in b]
+    monkeypatch.chdir(tmp_path)
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((None, 4)),
+            FourGateLSTM(16, use_gate="classic", return_sequences=True),
+            keras.layers.Dense(1),
+        ]
+    )
+    namespace = {"model": model}
+    exec(compile(native, "docs/deploy.md#tflites-native-lstm-op", "exec"), namespace)
+    assert namespace["report"].recurrent_ops == {
+        model.layers[0].name: "UNIDIRECTIONAL_SEQUENCE_LSTM"
+    }
+    signal = np.random.default_rng(1).standard_normal((1, 100, 4)).astype("float32")
+    namespace = {"signal": signal}
+    where = "docs/deploy.md#chunked-streaming-the-carried-state-on-purpose"
+    exec(compile(chunks, where, "exec"), namespace)
+    np.testing.assert_allclose(
+        np.concatenate([namespace["first"], namespace["second"]], axis=1),
+        keras.ops.convert_to_numpy(model(signal)),
+        atol=1e-5,
+    )
+
+
 def test_long_memory_snippet_sets_the_forget_bias():
     import keras
     import numpy as np
