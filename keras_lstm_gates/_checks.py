@@ -232,7 +232,12 @@ def check_tflite_options(quantize, representative_data):
 
 def check_lstm_op(lstm_op):
     """Checks `export_tflite`'s `lstm_op`."""
-    if not isinstance(lstm_op, str) or lstm_op not in LSTM_OP_OPTIONS:
+    if not isinstance(lstm_op, str):
+        raise TypeError(
+            f"export_tflite: lstm_op must be one of {LSTM_OP_OPTIONS}, "
+            f"got {lstm_op!r} (of type {type(lstm_op).__name__})"
+        )
+    if lstm_op not in LSTM_OP_OPTIONS:
         raise ValueError(
             f"export_tflite: lstm_op must be one of {LSTM_OP_OPTIONS}, got {lstm_op!r}"
         )

@@ -33,9 +33,7 @@ def export_copy(model, *, float32=False, unroll=False, native=frozenset()):
             become TFLite's native LSTM op: a `_native.NativeLSTM` (or
             `NativeBidirectional`) in their place, with the same weights.
     """
-    unroll = unroll and any(
-        id(layer) not in native for layer in _native.recurrent_layers(model)
-    )
+    unroll = unroll and _native.loops_left(model, native)
     if unroll and model.inputs[0].shape[1] is None:
         raise ValueError(
             'export_tflite: quantize="int8" needs a fixed number of time steps '
@@ -171,13 +169,17 @@ def convert(saved_model_dir, model, batch_size, quantize, representative_data, s
         ) from None
 
 
+# Where UnidirectionalSequenceLSTMOptions' cell_clip and proj_clip (its
+# fields 1 and 2) sit in a flatbuffer vtable: 4 + 2 * field.
+_CELL_CLIP_SLOT, _PROJ_CLIP_SLOT = 6, 8
 # The inputs of UNIDIRECTIONAL_SEQUENCE_LSTM that hold its states
 # (`output_state`, `cell_state`), as TFLite's schema numbers them.
 _NATIVE_STATE_INPUTS = (18, 19)
 
 
 def check_native_ops(content, plan, model):
-    """Checks that every layer `plan` made native is one native op in the file.
+    """Checks that every layer `plan` made native is a native op in the file
+    (one a call), and that no weight is a native op's state.
 
     The converter falls back to converting the function's body, a loop,
     without a word when it cannot fuse it.
@@ -188,32 +190,31 @@ def check_native_ops(content, plan, model):
     from keras_lstm_gates.tflite import tflite_op_names
 
     found = tflite_op_counts(content).get(_native.LSTM_OP, 0)
-    if found != plan.native_op_count:
+    if found < plan.native_op_count:
         raise ValueError(
             f"export_tflite: model '{model.name}' should have "
             f"{plan.native_op_count} {_native.LSTM_OP} op(s) in its file "
             f"({plan.ops}), but the converter made {found}; export with "
             "lstm_op='loop'"
         )
-    # The converter merges equal constants: a gate's weights that are all
-    # zero, of the shape of the zero initial state (batch_size == units),
-    # become that state's variable tensor, which the op overwrites as it runs.
+    # The converter merges equal constants: all-zero weights of the shape of
+    # a native layer's zero initial state (batch_size, units), its own gates'
+    # or another layer's, become that state's variable tensor, which the op
+    # overwrites as it runs.
     names = tflite_op_names(content)
     parsed = schema.ModelT.InitFromPackedBuf(content, 0)
     for graph in parsed.subgraphs or ():
         for op in graph.operators or ():
-            if names[op.opcodeIndex] != _native.LSTM_OP:
-                continue
-            states = set(_NATIVE_STATE_INPUTS)
+            is_lstm = names[op.opcodeIndex] == _native.LSTM_OP
             for slot, index in enumerate(op.inputs):
-                if slot in states or index < 0:
+                if index < 0 or (is_lstm and slot in _NATIVE_STATE_INPUTS):
                     continue
                 tensor = graph.tensors[index]
                 if tensor.isVariable:
                     raise ValueError(
-                        f"export_tflite: TFLite's converter merged all-zero gate "
-                        f"weights of a native LSTM layer of model '{model.name}' "
-                        f"with its zero initial state (both of shape "
+                        f"export_tflite: TFLite's converter merged all-zero "
+                        f"weights of model '{model.name}' with the zero initial "
+                        f"state of a native LSTM layer (both of shape "
                         f"{tuple(int(d) for d in tensor.shape)}), so the file "
                         "would overwrite those weights as it runs; export with "
                         "lstm_op='loop', or at a batch_size other than the "
@@ -248,7 +249,7 @@ def without_cell_clip(content):
                 continue
             table = op.BuiltinOptions()
             options.Init(table.Bytes, table.Pos)
-            for slot in (6, 8):  # cell_clip, proj_clip
+            for slot in (_CELL_CLIP_SLOT, _PROJ_CLIP_SLOT):
                 offset = options._tab.Offset(slot)
                 if offset:
                     struct.pack_into("<f", data, table.Pos + offset, 0.0)

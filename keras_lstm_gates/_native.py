@@ -26,6 +26,7 @@ import uuid
 
 import keras
 
+from keras_lstm_gates._graph import all_layers
 from keras_lstm_gates.cell import FourGateLSTMCell
 
 # The TFLite op a native layer becomes, as `tflite_ops` names it.
@@ -38,9 +39,10 @@ class Plan:
 
     Attributes:
         native: The layers that become the native op (by `id`).
-        native_op_count: How many native ops the file must hold.
+        native_op_count: How many native ops the file holds at least (a
+            `Bidirectional` makes two; a layer called twice, one a call).
         ops: For every recurrent layer, by name, what it becomes in the file:
-            `LSTM_OP` (twice, for a `Bidirectional`), `"WHILE"` or
+            `LSTM_OP` (two of them for a `Bidirectional`), `"WHILE"` or
             `"unrolled"` (int8, whose calibrator cannot run a loop).
     """
 
@@ -59,8 +61,11 @@ def plan(model, lstm_op, quantize):
     fixed); in float, XNNPACK runs the loop faster (docs/performance.md).
     `"loop"`: none does.
     """
-    layers = list(recurrent_layers(model))
-    reasons = {id(layer): why_not_native(layer) for layer in layers}
+    found = list(_recurrent_layers(model, inherited=None))
+    layers = [layer for layer, _ in found]
+    reasons = {
+        id(layer): inherited or why_not_native(layer) for layer, inherited in found
+    }
     if lstm_op == "native":
         if not layers:
             raise ValueError(
@@ -86,34 +91,71 @@ def plan(model, lstm_op, quantize):
     ops = {}
     count = 0
     for layer in layers:
-        if id(layer) not in native:
-            ops[layer.name] = loop
-        elif isinstance(layer, keras.layers.Bidirectional):
-            ops[layer.name] = f"{LSTM_OP} x2 (forward, backward)"
-            count += 2
-        else:
+        if id(layer) in native:
             ops[layer.name] = LSTM_OP
-            count += 1
+            count += 2 if isinstance(layer, keras.layers.Bidirectional) else 1
+        else:
+            ops[layer.name] = loop
     return Plan(native=native, ops=ops, native_op_count=count)
 
 
-def recurrent_layers(model):
-    """The recurrent layers of `model`, nested models included; a
-    `Bidirectional` counts as one."""
+def loops_left(model, native):
+    """Whether a recurrent layer of `model` stays a loop: one not in
+    `native`, nor inside a `Bidirectional` that is, found at any depth
+    (inside `TimeDistributed` or a subclassed model too)."""
+    covered = set(native)
+    for layer in all_layers(model):
+        if id(layer) in native and isinstance(layer, keras.layers.Bidirectional):
+            covered.update((id(layer.forward_layer), id(layer.backward_layer)))
+    return any(
+        isinstance(layer, keras.layers.RNN) and id(layer) not in covered
+        for layer in all_layers(model)
+    )
+
+
+def _recurrent_layers(model, inherited):
+    """`(layer, reason)` for each recurrent layer of `model`: `reason` is why
+    the place it sits in rules the op out (`None` if nothing does).
+
+    The export copy replaces layers inside inner functional and Sequential
+    models too (Keras clones those); a recurrent layer wrapped in anything
+    else (`TimeDistributed`, a subclassed model) comes as that wrapper,
+    which cannot be replaced. An inner model given a mask passes it on.
+    """
     for layer in getattr(model, "layers", None) or []:
         if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
-            yield layer
-        elif getattr(layer, "layers", None):
-            yield from recurrent_layers(layer)
+            yield layer, inherited
+        elif _is_graph_model(layer):
+            yield from _recurrent_layers(layer, inherited or _reads_mask(layer))
+        elif any(isinstance(inner, keras.layers.RNN) for inner in all_layers(layer)):
+            yield (
+                layer,
+                inherited
+                or (
+                    f"its recurrent layer is inside a {type(layer).__name__}, "
+                    "which the export cannot take apart"
+                ),
+            )
+
+
+def _is_graph_model(layer):
+    """A Sequential or functional model: Keras clones it layer by layer."""
+    return isinstance(layer, keras.Sequential) or (
+        isinstance(layer, keras.Model) and hasattr(layer, "outputs")
+    )
 
 
 def why_not_native(layer):
     """Why `layer` cannot become the native op, or `None` if it can."""
     if isinstance(layer, keras.layers.Bidirectional):
+        if type(layer) is not keras.layers.Bidirectional:
+            return _subclass_reason(layer, keras.layers.Bidirectional)
         for inner in (layer.forward_layer, layer.backward_layer):
             reason = _why_not_native_rnn(inner)
             if reason:
                 return reason
+        if layer.merge_mode is None:
+            return "its merge_mode is None (two outputs)"
     else:
         reason = _why_not_native_rnn(layer)
         if reason:
@@ -121,26 +163,39 @@ def why_not_native(layer):
     return _why_not_native_call(layer)
 
 
+def _subclass_reason(layer, parent):
+    return f"it is a subclass of {parent.__name__}, whose own code the op would not run"
+
+
 def _why_not_native_rnn(layer):
+    from keras_lstm_gates.layer import FourGateLSTM
+
     cell = getattr(layer, "cell", None)
-    if isinstance(cell, FourGateLSTMCell):
+    if type(cell) is FourGateLSTMCell:
         if cell.use_gate != "classic":
             return (
                 f"its Use gate is {cell.use_gate!r}, and the op computes the "
                 "textbook LSTM's (train with use_gate='classic' for a native "
                 "export)"
             )
-    elif not isinstance(cell, keras.layers.LSTMCell):
+    elif type(cell) is not keras.layers.LSTMCell:
         return (
             f"its cell is a {type(cell).__name__}, and the op computes an LSTM "
             "(a FourGateLSTM with use_gate='classic' or a keras.layers.LSTM)"
         )
-    activation = _name(cell.activation)
-    recurrent = _name(cell.recurrent_activation)
-    if activation != "tanh" or recurrent != "sigmoid":
+    if type(layer) not in (FourGateLSTM, keras.layers.LSTM, keras.layers.RNN):
+        parent = FourGateLSTM if isinstance(layer, FourGateLSTM) else keras.layers.RNN
+        return _subclass_reason(layer, parent)
+    # By identity, as Keras checks for cuDNN: a function of the same name
+    # may compute something else.
+    if (
+        cell.activation is not keras.activations.tanh
+        or cell.recurrent_activation is not keras.activations.sigmoid
+    ):
         return (
-            f"its activations are {activation} and {recurrent}, and the op "
-            "computes tanh and sigmoid"
+            f"its activations are {_name(cell.activation)} and "
+            f"{_name(cell.recurrent_activation)}, and the op computes tanh and "
+            "sigmoid"
         )
     if layer.return_state:
         return "it returns its states (return_state=True), and the op gives only its outputs"
@@ -149,8 +204,8 @@ def _why_not_native_rnn(layer):
     return None
 
 
-def _why_not_native_call(layer):
-    """Why the way `layer` is called rules the op out (a mask, a state)."""
+def _reads_mask(layer):
+    """Why a mask `layer` is called with rules the op out, or `None`."""
     for node in getattr(layer, "_inbound_nodes", None) or []:
         arguments = node.arguments
         mask = arguments.kwargs.get("mask")
@@ -162,6 +217,18 @@ def _why_not_native_call(layer):
                 "it reads a mask (an Embedding's mask_zero=True or a Masking "
                 "layer), which the op cannot express: it runs every step"
             )
+    return None
+
+
+def _why_not_native_call(layer):
+    """Why the way `layer` is called rules the op out (a mask, a state)."""
+    reason = _reads_mask(layer)
+    if reason:
+        return reason
+    for node in getattr(layer, "_inbound_nodes", None) or []:
+        arguments = node.arguments
+        mask = arguments.kwargs.get("mask")
+        tensors = [t for t in arguments.keras_tensors if t is not mask]
         if len(tensors) > 1 or arguments.kwargs.get("initial_state") is not None:
             return "it is given an initial state, and the op starts from zeros"
     return None
@@ -253,6 +320,8 @@ class NativeLSTM(keras.layers.Layer):
                 input_signature=signature,
                 autograph=False,
                 experimental_attributes={
+                    # A name of its own: the converter fuses one function per
+                    # name, and each layer (each shape) is one.
                     "api_implements": f"lstm_{uuid.uuid4()}",
                     "api_preferred_device": "CPU",
                     "time_major": False,
@@ -307,9 +376,7 @@ class NativeBidirectional(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         shape = self.forward_layer.compute_output_shape(input_shape)
         if self.merge_mode == "concat":
-            return shape[:-1] + (2 * shape[-1],)
-        if self.merge_mode is None:
-            return [shape, shape]
+            return shape[:-1] + (shape[-1] + self.backward_layer.units,)
         return shape
 
     def call(self, inputs, mask=None):
@@ -323,9 +390,7 @@ class NativeBidirectional(keras.layers.Layer):
             return forward + backward
         if self.merge_mode == "ave":
             return (forward + backward) / 2
-        if self.merge_mode == "mul":
-            return forward * backward
-        return [forward, backward]
+        return forward * backward  # "mul"
 
 
 def native_layer(layer):

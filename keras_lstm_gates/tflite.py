@@ -146,7 +146,9 @@ class TFLiteModel:
             # Resetting needs the states allocated: those of the main
             # subgraph, `serving_default`'s in an `export_tflite` file.
             self._interpreter.allocate_tensors()
-        self._last_shape = None  # of the last whole-sequence call
+        # Each signature's last input shape: a new one reallocates the
+        # interpreter, which zeroes the states `reset=False` would carry on.
+        self._last_shapes = {}
 
     @property
     def path(self) -> str:
@@ -204,15 +206,14 @@ class TFLiteModel:
         names = list(self._runner(SERVING).get_input_details())
         name = names[0] if len(names) == 1 else "inputs"
         shape = np.shape(inputs)
-        if not reset and self._last_shape not in (None, shape):
+        if not reset and self._last_shapes.get(SERVING, shape) != shape:
             # The interpreter reallocates for a new shape, which zeroes the states.
             raise ValueError(
                 f"TFLiteModel: with reset=False, every chunk must have the shape "
-                f"of the one before ({self._last_shape}), so that the states "
-                f"carry on; got {shape}"
+                f"of the one before ({self._last_shapes[SERVING]}), so that the "
+                f"states carry on; got {shape}"
             )
         outputs = self._run(SERVING, {name: inputs}, reset)
-        self._last_shape = shape
         if len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs["outputs"]
@@ -259,6 +260,7 @@ class TFLiteModel:
         }
         if reset:
             self.reset()
+        self._last_shapes[signature] = np.shape(next(iter(feed.values())))
         try:
             return runner(**feed)
         except RuntimeError as error:

@@ -64,9 +64,30 @@ MODELS = {
         keras.layers.Bidirectional(keras.layers.LSTM(UNITS), merge_mode="sum")
     ),
     "no_bias": lambda: _sequential(_classic(use_bias=False)),
+    "rnn_of_lstm_cell": lambda: _sequential(
+        keras.layers.RNN(keras.layers.LSTMCell(UNITS), return_sequences=True)
+    ),
+    "bidirectional_ave": lambda: _sequential(
+        keras.layers.Bidirectional(keras.layers.LSTM(UNITS), merge_mode="ave")
+    ),
+    "bidirectional_own_backward_layer": lambda: _sequential(
+        keras.layers.Bidirectional(
+            _classic(return_sequences=True),
+            backward_layer=keras.layers.LSTM(
+                UNITS, go_backwards=True, return_sequences=True
+            ),
+        ),
+        keras.layers.Dense(2),
+    ),
 }
 # Native ops in each model's file.
-NATIVE_COUNTS = {"stacked": 2, "bidirectional_concat": 2, "bidirectional_sum": 2}
+NATIVE_COUNTS = {
+    "stacked": 2,
+    "bidirectional_concat": 2,
+    "bidirectional_sum": 2,
+    "bidirectional_ave": 2,
+    "bidirectional_own_backward_layer": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +118,7 @@ def test_native_file_has_the_op_and_no_loop(native_files, name):
     assert counts[LSTM_OP] == NATIVE_COUNTS.get(name, 1)
     assert "WHILE" not in report.ops
     assert report.max_abs_diff < 1e-5
-    assert set(report.recurrent_ops.values()) <= {
-        LSTM_OP,
-        f"{LSTM_OP} x2 (forward, backward)",
-    }
+    assert set(report.recurrent_ops.values()) == {LSTM_OP}
     assert report.lstm_op == "native"
 
 
@@ -266,12 +284,13 @@ def test_auto_keeps_the_float_loop(tmp_path):
 # --- errors -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lstm_op", ["Native", "fused", None, 1])
-def test_bad_lstm_op_is_named(tmp_path, lstm_op):
+@pytest.mark.parametrize(
+    "lstm_op, error",
+    [("Native", ValueError), ("fused", ValueError), (None, TypeError), (1, TypeError)],
+)
+def test_bad_lstm_op_is_named(tmp_path, lstm_op, error):
     model = _sequential(_classic())
-    with pytest.raises(
-        ValueError, match=r"lstm_op must be one of .*auto.*native.*loop"
-    ):
+    with pytest.raises(error, match=r"lstm_op must be one of .*auto.*native.*loop"):
         export_tflite(model, tmp_path / "x.tflite", lstm_op=lstm_op)
     assert not (tmp_path / "x.tflite").exists()
 
@@ -300,6 +319,22 @@ def _returning_state():
     return keras.Model(inputs, outputs)
 
 
+class _DoubledLSTM(keras.layers.LSTM):
+    """An LSTM whose own `call` does more than its cell: the op would drop it."""
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        return 2 * super().call(sequences, initial_state, mask, training)
+
+
+def _masked_inner_model():
+    """A mask that reaches the LSTM through an inner model's call."""
+    keras.utils.set_random_seed(1)
+    inner = keras.Sequential([keras.Input((TIME, 4)), keras.layers.LSTM(UNITS)])
+    inputs = keras.Input((TIME,), dtype="int32")
+    embedded = keras.layers.Embedding(20, 4, mask_zero=True)(inputs)
+    return keras.Model(inputs, inner(embedded))
+
+
 UNFUSABLE = {
     "projected": (lambda: _sequential(FourGateLSTM(UNITS)), "Use gate is 'projected'"),
     "mask": (_masked, "reads a mask"),
@@ -317,6 +352,17 @@ UNFUSABLE = {
         lambda: _sequential(keras.layers.Dense(2)),
         "has no recurrent layer",
     ),
+    "time_distributed": (
+        lambda: keras.Sequential(
+            [
+                keras.Input((2, TIME, FEATURES)),
+                keras.layers.TimeDistributed(keras.layers.LSTM(UNITS)),
+            ]
+        ),
+        "inside a TimeDistributed",
+    ),
+    "subclassed_lstm": (lambda: _sequential(_DoubledLSTM(UNITS)), "a subclass of RNN"),
+    "masked_inner_model": (_masked_inner_model, "reads a mask"),
 }
 
 
@@ -330,12 +376,9 @@ def test_native_refuses_an_unfusable_layer_by_name(tmp_path, name):
     assert reason in message
     assert "\n" not in message
     if name != "no_recurrent_layer":
-        recurrent = [
-            layer
-            for layer in model.layers
-            if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
-        ]
-        assert f"layer '{recurrent[0].name}'" in message
+        names = [layer.name for layer in model.layers]
+        names += [i.name for m in model.layers for i in getattr(m, "layers", [])]
+        assert any(f"layer '{n}'" in message for n in names), message
     assert not (tmp_path / "x.tflite").exists()
 
 
@@ -356,12 +399,57 @@ def test_native_names_every_unfusable_layer_at_once(tmp_path):
     assert "'first'" in message and "'third'" in message and "'fine'" not in message
 
 
-@pytest.mark.parametrize("name", ["projected", "mask", "gru"])
+def _representative(model, samples=8):
+    shape = (samples,) + tuple(model.inputs[0].shape[1:])
+    if "int" in str(model.inputs[0].dtype):
+        return np.random.default_rng(0).integers(0, 20, shape)
+    return _x(shape, 0)
+
+
+@pytest.mark.parametrize(
+    "name", ["projected", "mask", "gru", "time_distributed", "masked_inner_model"]
+)
 def test_auto_never_raises_for_an_unfusable_layer(tmp_path, name):
+    """int8 is where "auto" goes native: an unfusable layer is unrolled."""
     model = UNFUSABLE[name][0]()
-    report = export_tflite(model, tmp_path / "a.tflite")
-    assert set(report.recurrent_ops.values()) == {"WHILE"}
+    report = export_tflite(
+        model,
+        tmp_path / "a.tflite",
+        quantize="int8",
+        representative_data=_representative(model),
+    )
+    assert set(report.recurrent_ops.values()) == {"unrolled"}
+    assert "WHILE" not in report.ops and LSTM_OP not in report.ops
+    assert report.max_abs_diff < 0.05
+
+
+def test_a_layer_called_twice_is_two_native_ops(tmp_path):
+    keras.utils.set_random_seed(3)
+    shared = _classic()
+    inputs = keras.Input((TIME, FEATURES))
+    outputs = keras.layers.Add()([shared(inputs), shared(inputs * 2.0)])
+    model = keras.Model(inputs, outputs)
+    report = export_tflite(model, tmp_path / "s.tflite", lstm_op="native")
+    assert tflite_op_counts(open(report.path, "rb").read())[LSTM_OP] == 2
     assert report.max_abs_diff < 1e-5
+
+
+def test_zero_weights_of_another_layer_merged_with_the_state_are_refused(tmp_path):
+    """A `Dense` kernel of zeros, shaped as the state, merges with it too."""
+    model = _sequential(keras.layers.LSTM(UNITS, return_sequences=True))
+    model.add(keras.layers.Dense(2, kernel_initializer="zeros"))
+    with pytest.raises(ValueError, match="merged all-zero weights"):
+        export_tflite(model, tmp_path / "x.tflite", lstm_op="native", batch_size=2)
+
+
+def test_reset_false_after_a_run_of_another_shape_is_refused(tmp_path):
+    model = keras.Sequential([keras.Input((None, FEATURES)), _classic()])
+    report = export_tflite(model, tmp_path / "m.tflite", lstm_op="native")
+    tflite = TFLiteModel(report.path)
+    tflite(_x((1, 3, FEATURES), 1))
+    tflite.run("serving_default", inputs=_x((1, 4, FEATURES), 2))
+    with pytest.raises(ValueError, match="every chunk must have the shape"):
+        tflite(_x((1, 3, FEATURES), 3), reset=False)
 
 
 # --- TFLite Micro ---------------------------------------------------------------
@@ -458,7 +546,7 @@ def test_zero_weights_the_converter_merges_with_the_state_are_refused(tmp_path):
     model = _sequential(keras.layers.LSTM(2))
     kernel, recurrent, bias = model.layers[0].get_weights()
     model.layers[0].set_weights([kernel, np.zeros_like(recurrent), bias])
-    with pytest.raises(ValueError, match="merged all-zero gate weights"):
+    with pytest.raises(ValueError, match="merged all-zero weights"):
         export_tflite(model, tmp_path / "x.tflite", lstm_op="native", batch_size=2)
     assert not (tmp_path / "x.tflite").exists()
     # At another batch size the shapes differ, and the file is right.
