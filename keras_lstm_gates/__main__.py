@@ -132,23 +132,30 @@ def _check_paths(args):
         check_target(option, target, True, directory=directory)
 
 
-def _representative_data(args):
-    """The array of `--representative-data`, or `None`."""
+def _representative_data(args, model):
+    """The array of `--representative-data`, checked against `model`, or
+    `None`."""
     path = args.representative_data
     if path is None:
         return None
     import numpy as np
 
+    from keras_lstm_gates._checks import check_representative_data
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--representative-data {path!r} is not a file")
     try:
         # No pickles: a .npy file of numbers cannot run code as it loads.
-        return np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise ValueError(
             f"--representative-data {path!r} is not a .npy array of numbers "
             f"({' '.join(str(error).split())})"
         ) from None
+    batch_size = 1 if args.batch_size is None else args.batch_size
+    return check_representative_data(
+        model, data, batch_size, name=f"--representative-data {path!r}"
+    )
 
 
 def _load_model(path):
@@ -188,7 +195,7 @@ def _export(args):
                 staging,
                 batch_size=1 if args.batch_size is None else args.batch_size,
                 quantize=args.quantize,
-                representative_data=_representative_data(args),
+                representative_data=_representative_data(args, model),
                 streaming=args.streaming,
                 lstm_op=args.lstm_op or "auto",
             )

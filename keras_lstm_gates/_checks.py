@@ -256,9 +256,13 @@ def check_stateless(layers):
             )
 
 
-def check_representative_data(model, data, batch_size):
+def check_representative_data(
+    model, data, batch_size, name="export_tflite: representative_data"
+):
     """Returns `data` as an array of the model's input dtype, or raises if it
-    is not `(num_samples,) + input shape` with `num_samples >= batch_size`."""
+    is not `(num_samples,) + input shape` with `num_samples >= batch_size`.
+
+    `name` says what the data was given as (the command line's option)."""
     array = np.asarray(data)
     expected = tuple(model.inputs[0].shape[1:])
     shape_ok = array.ndim == len(expected) + 1 and all(
@@ -266,7 +270,7 @@ def check_representative_data(model, data, batch_size):
     )
     if not shape_ok or len(array) < batch_size:
         raise ValueError(
-            "export_tflite: representative_data must be an array of shape "
+            f"{name} must be an array of shape "
             f"(num_samples,) + {expected} with num_samples >= batch_size "
             f"({batch_size}), got shape {array.shape}"
         )

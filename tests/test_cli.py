@@ -407,3 +407,14 @@ def test_representative_data_that_is_not_npy(classic_file, tmp_path, capsys):
     args += [str(tmp_path / "m.tflite"), "--quantize", "int8"]
     assert main([*args, "--representative-data", str(bad)]) == 1
     assert "is not a .npy array" in capsys.readouterr().err
+
+
+def test_representative_data_of_the_wrong_shape(classic_file, tmp_path, capsys):
+    _, directory = classic_file
+    bad = tmp_path / "data.npy"
+    np.save(bad, np.zeros((8, 5, 2)))  # the model reads 6 steps
+    args = ["export", str(directory / "classic.keras"), "--tflite"]
+    args += [str(tmp_path / "m.tflite"), "--quantize", "int8"]
+    assert main([*args, "--representative-data", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --representative-data") and "(8, 5, 2)" in err
