@@ -204,12 +204,20 @@ def _why_not_native_rnn(layer):
     return None
 
 
+def _calls(layer):
+    """`(tensors, mask, initial_state)` of each call of `layer` in its models:
+    the tensors it was given (the mask aside) and the `mask=` and
+    `initial_state=` passed by name, if any."""
+    for node in getattr(layer, "_inbound_nodes", None) or []:
+        kwargs = node.arguments.kwargs
+        mask = kwargs.get("mask")
+        tensors = [t for t in node.arguments.keras_tensors if t is not mask]
+        yield tensors, mask, kwargs.get("initial_state")
+
+
 def _reads_mask(layer):
     """Why a mask `layer` is called with rules the op out, or `None`."""
-    for node in getattr(layer, "_inbound_nodes", None) or []:
-        arguments = node.arguments
-        mask = arguments.kwargs.get("mask")
-        tensors = [t for t in arguments.keras_tensors if t is not mask]
+    for tensors, mask, _ in _calls(layer):
         if mask is not None or any(
             getattr(t, "_keras_mask", None) is not None for t in tensors
         ):
@@ -225,11 +233,8 @@ def _why_not_native_call(layer):
     reason = _reads_mask(layer)
     if reason:
         return reason
-    for node in getattr(layer, "_inbound_nodes", None) or []:
-        arguments = node.arguments
-        mask = arguments.kwargs.get("mask")
-        tensors = [t for t in arguments.keras_tensors if t is not mask]
-        if len(tensors) > 1 or arguments.kwargs.get("initial_state") is not None:
+    for tensors, _, initial_state in _calls(layer):
+        if len(tensors) > 1 or initial_state is not None:
             return "it is given an initial state, and the op starts from zeros"
     return None
 
@@ -255,7 +260,6 @@ class NativeLSTM(keras.layers.Layer):
         self.return_sequences = source.return_sequences
         self.go_backwards = source.go_backwards
         self._shapes = [tuple(w.shape) for w in cell.weights]
-        self._use_bias = cell.use_bias
         self._functions = {}
 
     def build(self, input_shape):
