@@ -16,6 +16,7 @@ import os
 import sys
 import zipfile
 
+from keras_lstm_gates._checks import LSTM_OP_OPTIONS
 from keras_lstm_gates._output_files import atomic_target
 from keras_lstm_gates._output_files import check_target
 
@@ -57,7 +58,7 @@ def _parser():
     )
     export.add_argument(
         "--lstm-op",
-        choices=("auto", "native", "loop"),
+        choices=LSTM_OP_OPTIONS,
         default=None,
         help=(
             "what LSTM layers become in the TFLite file: TFLite's native "

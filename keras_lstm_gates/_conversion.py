@@ -184,12 +184,8 @@ def check_native_ops(content, plan, model):
     The converter falls back to converting the function's body, a loop,
     without a word when it cannot fuse it.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
-    from keras_lstm_gates.tflite import tflite_op_counts
-    from keras_lstm_gates.tflite import tflite_op_names
-
-    found = tflite_op_counts(content).get(_native.LSTM_OP, 0)
+    operators = list(_operators(content))
+    found = sum(name == _native.LSTM_OP for _, _, name in operators)
     if found < plan.native_op_count:
         raise ValueError(
             f"export_tflite: model '{model.name}' should have "
@@ -201,25 +197,34 @@ def check_native_ops(content, plan, model):
     # a native layer's zero initial state (batch_size, units), its own gates'
     # or another layer's, become that state's variable tensor, which the op
     # overwrites as it runs.
+    for graph, op, name in operators:
+        is_lstm = name == _native.LSTM_OP
+        for slot, index in enumerate(op.inputs):
+            if index < 0 or (is_lstm and slot in _NATIVE_STATE_INPUTS):
+                continue
+            tensor = graph.tensors[index]
+            if tensor.isVariable:
+                raise ValueError(
+                    f"export_tflite: TFLite's converter merged all-zero "
+                    f"weights of model '{model.name}' with the zero initial "
+                    f"state of a native LSTM layer (both of shape "
+                    f"{tuple(int(d) for d in tensor.shape)}), so the file "
+                    "would overwrite those weights as it runs; export with "
+                    "lstm_op='loop', or at a batch_size other than the "
+                    "layer's units"
+                )
+
+
+def _operators(content):
+    """`(subgraph, operator, op name)` for every operator of a `.tflite` file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from keras_lstm_gates.tflite import tflite_op_names
+
     names = tflite_op_names(content)
-    parsed = schema.ModelT.InitFromPackedBuf(content, 0)
-    for graph in parsed.subgraphs or ():
+    for graph in schema.ModelT.InitFromPackedBuf(content, 0).subgraphs or ():
         for op in graph.operators or ():
-            is_lstm = names[op.opcodeIndex] == _native.LSTM_OP
-            for slot, index in enumerate(op.inputs):
-                if index < 0 or (is_lstm and slot in _NATIVE_STATE_INPUTS):
-                    continue
-                tensor = graph.tensors[index]
-                if tensor.isVariable:
-                    raise ValueError(
-                        f"export_tflite: TFLite's converter merged all-zero "
-                        f"weights of model '{model.name}' with the zero initial "
-                        f"state of a native LSTM layer (both of shape "
-                        f"{tuple(int(d) for d in tensor.shape)}), so the file "
-                        "would overwrite those weights as it runs; export with "
-                        "lstm_op='loop', or at a batch_size other than the "
-                        "layer's units"
-                    )
+            yield graph, op, names[op.opcodeIndex]
 
 
 def without_cell_clip(content):

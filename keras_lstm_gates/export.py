@@ -270,15 +270,19 @@ def export_tflite(
     # A mixed precision model is exported in float32. TFLite's calibrator
     # crashes the process on a WHILE loop (TF 2.21), so for int8 every loop
     # that does not become the native op is unrolled.
-    loops = _conversion.export_copy(model, float32=True) if mixed else model
-    converted = loops
-    if quantize == "int8" or plan.native:
+    converted = model
+    if quantize == "int8" or plan.native or mixed:
         converted = _conversion.export_copy(
             model, float32=mixed, unroll=quantize == "int8", native=plan.native
         )
-    # The step runs each cell once, with its states as inputs and outputs:
-    # the same cells whatever op the whole sequence becomes.
-    step = StepFunction(loops) if streaming else None
+    step = None
+    if streaming:
+        # The step runs each cell once, with its states as inputs and
+        # outputs: the cells of a layer made native, too.
+        loops = converted
+        if plan.native:
+            loops = _conversion.export_copy(model, float32=True) if mixed else model
+        step = StepFunction(loops)
     path = _output_files.check_target("export_tflite", path, overwrite, directory=False)
 
     with tempfile.TemporaryDirectory(prefix="keras_lstm_gates_export_") as workdir:

@@ -52,6 +52,11 @@ def tflite_op_names(content: bytes) -> list:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(content, 0)
+    return _op_names_of(model)
+
+
+def _op_names_of(model):
+    """`tflite_op_names` of a parsed `ModelT`."""
     return [_op_name(code) for code in model.operatorCodes or ()]
 
 
@@ -61,7 +66,7 @@ def tflite_op_counts(content: bytes) -> dict:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(content, 0)
-    names = tflite_op_names(content)
+    names = _op_names_of(model)
     counts = {}
     for graph in model.subgraphs or ():
         for op in graph.operators or ():
